@@ -1,0 +1,35 @@
+# brewnet — the two set-up commands of the README live here.
+#   make demo : build the MNIST databases from the bundled digits, train LeNet, report test accuracy
+#   make test : the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+
+.PHONY: venv test demo proto bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# The CPU torch wheel first: a plain `torch` requirement would pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -x -p no:cacheprovider tests
+
+demo: venv
+	$(PY) -m examples.mnist.demo
+
+bench: venv
+	$(PY) -m benchmarks.run_all
+
+# Regenerate brewnet/proto/caffe.proto and caffe_pb2.py from the conformance schema (needs grpcio-tools).
+proto:
+	$(PY) scripts/schema_to_proto.py ../shared/spec/caffe_schema.txt brewnet/proto/caffe.proto
+	$(PY) scripts/gen_pb2.py brewnet/proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Caffe's core: Blob, Layer, LayerRegistry, Net, fillers and the gradient checker."""

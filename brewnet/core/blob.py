@@ -1,0 +1,212 @@
+"""Blob: Caffe's N-dimensional array, holding `data` (values) and `diff` (gradients) of the same shape.
+
+Compute code works on the torch tensors `blob.data` and `blob.diff` directly.  Like Caffe's SyncedMemory the
+diff is allocated only when first touched.  Reshaping to the same count keeps the memory (a view), a new
+count allocates fresh zeros — Caffe keeps its old buffer too, but its contents are undefined there, so zeros
+are the honest equivalent.  Legacy 4-D accessors (num/channels/height/width) follow Caffe's LegacyShape.
+"""
+import numpy as np
+import torch
+
+from ..errors import BrewnetError
+from . import common
+
+MAX_BLOB_AXES = 32
+
+
+class Blob:
+    def __init__(self, shape=(), dtype=None, device=None, name=None):
+        self.name = name
+        self.dtype = dtype or common.default_dtype()
+        self.device = device if device is not None else common.device()
+        self._data = torch.zeros(tuple(int(s) for s in shape), dtype=self.dtype, device=self.device)
+        self._diff = None
+
+    # --- shape -----------------------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self._data.shape)
+
+    @property
+    def num_axes(self):
+        return self._data.dim()
+
+    def count(self, start_axis=0, end_axis=None):
+        dims = self.shape[start_axis:end_axis]
+        return int(np.prod(dims, dtype=np.int64)) if dims else 1
+
+    def canonical_axis_index(self, axis):
+        """Negative axes count from the end, as in Caffe; out of range is a user error."""
+        n = self.num_axes
+        if not -n <= axis < max(n, 1):
+            raise BrewnetError(f"axis {axis} out of range for the {n}-D blob '{self.name}' of shape {self.shape}")
+        return axis + n if axis < 0 else axis
+
+    def shape_at(self, axis):
+        return self.shape[self.canonical_axis_index(axis)]
+
+    def _legacy(self, index):
+        if self.num_axes > 4:
+            raise BrewnetError(f"blob '{self.name}' has {self.num_axes} axes; num/channels/height/width "
+                               "are only defined up to 4")
+        # Caffe's LegacyShape: missing trailing axes read as 1.
+        return self.shape[index] if index < self.num_axes else 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (list, tuple, torch.Size)):
+            shape = shape[0]
+        shape = tuple(int(s) for s in shape)
+        if len(shape) > MAX_BLOB_AXES:
+            raise BrewnetError(f"blob '{self.name}': {len(shape)} axes exceed the limit of {MAX_BLOB_AXES}")
+        if any(s < 0 for s in shape):
+            raise BrewnetError(f"blob '{self.name}': negative dimension in shape {shape}")
+        if shape == self.shape:
+            return
+        if int(np.prod(shape, dtype=np.int64)) == self._data.numel():
+            self._data = self._data.view(shape)
+            if self._diff is not None:
+                self._diff = self._diff.view(shape)
+        else:
+            self._data = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            self._diff = None
+
+    def reshape_like(self, other):
+        self.reshape(other.shape)
+
+    def shape_string(self):
+        """'64 20 24 24 (737280)', as Caffe prints shapes in its log."""
+        return " ".join(str(s) for s in self.shape) + f" ({self.count()})"
+
+    # --- data and diff ---------------------------------------------------------------------------------
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        """Layers may hand over a freshly computed tensor instead of copying into the old one."""
+        self._data = self._checked(value, "data")
+
+    @property
+    def diff(self):
+        if self._diff is None or self._diff.shape != self._data.shape:
+            self._diff = torch.zeros_like(self._data)
+        return self._diff
+
+    @diff.setter
+    def diff(self, value):
+        self._diff = self._checked(value, "diff")
+
+    def _checked(self, value, what):
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(np.asarray(value), dtype=self.dtype, device=self.device)
+        if what == "diff" and tuple(value.shape) != self.shape:
+            raise BrewnetError(f"blob '{self.name}': {what} of shape {tuple(value.shape)} does not match "
+                               f"the blob's shape {self.shape}")
+        if value.dtype != self.dtype or value.device != self.device:
+            value = value.to(device=self.device, dtype=self.dtype)
+        return value
+
+    def share_data(self, other):
+        """Point this blob's data at other's memory (Caffe's ShareData); the counts must agree."""
+        if other.count() != self.count():
+            raise BrewnetError(f"share_data: blob '{self.name}' has count {self.count()}, "
+                               f"'{other.name}' has {other.count()}")
+        self._data = other.data.view(self.shape)
+
+    def share_diff(self, other):
+        if other.count() != self.count():
+            raise BrewnetError(f"share_diff: blob '{self.name}' has count {self.count()}, "
+                               f"'{other.name}' has {other.count()}")
+        self._diff = other.diff.view(self.shape)
+
+    def to(self, device=None, dtype=None):
+        """Move (or cast) the blob in place; used when switching between CPU and GPU mode."""
+        device = torch.device(device) if device is not None else self.device
+        dtype = dtype or self.dtype
+        self._data = self._data.to(device=device, dtype=dtype)
+        if self._diff is not None:
+            self._diff = self._diff.to(device=device, dtype=dtype)
+        self.device, self.dtype = device, dtype
+        return self
+
+    # --- BLAS-like helpers used by the solvers ---------------------------------------------------------
+    def update(self):
+        """data -= diff: the last step of every solver iteration."""
+        self._data.sub_(self.diff)
+
+    def asum_data(self):
+        return float(self._data.abs().sum())
+
+    def asum_diff(self):
+        return float(self.diff.abs().sum())
+
+    def sumsq_data(self):
+        return float((self._data * self._data).sum())
+
+    def sumsq_diff(self):
+        d = self.diff
+        return float((d * d).sum())
+
+    def scale_data(self, factor):
+        self._data.mul_(factor)
+
+    def scale_diff(self, factor):
+        self.diff.mul_(factor)
+
+    # --- proto -----------------------------------------------------------------------------------------
+    def from_proto(self, proto, reshape=True, source=None):
+        """Load a BlobProto: `shape` or legacy num/channels/height/width, float or double values."""
+        shape = proto_shape(proto)
+        if reshape:
+            self.reshape(shape)
+        elif int(np.prod(shape, dtype=np.int64)) != self.count():
+            raise BrewnetError(f"{source or 'BlobProto'}: shape {shape} does not match blob '{self.name}' "
+                               f"of shape {self.shape}")
+        for values, target in (((proto.double_data, proto.data), "data"), ((proto.double_diff, proto.diff), "diff")):
+            double, single = values
+            array = np.asarray(double, dtype=np.float64) if len(double) else np.asarray(single, dtype=np.float32)
+            if array.size == 0:
+                continue
+            if array.size != self.count():
+                raise BrewnetError(f"{source or 'BlobProto'}: {array.size} {target} values for a blob of "
+                                   f"shape {self.shape} ({self.count()} values)")
+            tensor = torch.from_numpy(array.reshape(self.shape)).to(device=self.device, dtype=self.dtype)
+            if target == "data":
+                self._data = tensor
+            else:
+                self._diff = tensor
+        return self
+
+    def to_proto(self, proto=None, write_diff=False, write_double=False):
+        from ..proto import caffe_pb2
+        proto = proto if proto is not None else caffe_pb2.BlobProto()
+        proto.Clear()
+        proto.shape.dim.extend(self.shape)
+        data = self._data.detach().cpu().numpy().ravel()
+        if write_double:
+            proto.double_data.extend(data.astype(np.float64).tolist())
+            if write_diff:
+                proto.double_diff.extend(self.diff.detach().cpu().numpy().ravel().astype(np.float64).tolist())
+        else:
+            proto.data.extend(data.astype(np.float32).tolist())
+            if write_diff:
+                proto.diff.extend(self.diff.detach().cpu().numpy().ravel().astype(np.float32).tolist())
+        return proto
+
+    def __repr__(self):
+        return f"Blob({self.name!r}, shape={self.shape})"
+
+
+def proto_shape(proto):
+    """The shape a BlobProto describes: its `shape` field, else the legacy 4 dims (as Caffe's FromProto)."""
+    if proto.HasField("shape"):
+        return tuple(int(d) for d in proto.shape.dim)
+    if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return ()

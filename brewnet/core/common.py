@@ -1,0 +1,59 @@
+"""Caffe's global context (Caffe::mode, device, random seed), as brewnet keeps it.
+
+Caffe is a singleton holding the CPU/GPU mode, the device id and the random generator; brewnet keeps the same
+three facts in this module.  Blobs and layers ask `device()` where to allocate.
+"""
+import random
+
+import numpy as np
+import torch
+
+from ..errors import BrewnetError
+
+CPU, GPU = "CPU", "GPU"
+_state = {"mode": CPU, "device_id": 0, "dtype": torch.float32}
+
+
+def set_mode_cpu():
+    _state["mode"] = CPU
+
+
+def set_mode_gpu():
+    if not torch.cuda.is_available():
+        raise BrewnetError("set_mode_gpu: no CUDA device is available (torch.cuda.is_available() is False)")
+    _state["mode"] = GPU
+
+
+def set_device(device_id):
+    if torch.cuda.is_available() and not 0 <= device_id < torch.cuda.device_count():
+        raise BrewnetError(f"set_device: device {device_id} does not exist "
+                           f"({torch.cuda.device_count()} CUDA devices)")
+    _state["device_id"] = int(device_id)
+
+
+def mode():
+    return _state["mode"]
+
+
+def device():
+    """The torch.device new blobs are allocated on."""
+    if _state["mode"] == GPU:
+        return torch.device("cuda", _state["device_id"])
+    return torch.device("cpu")
+
+
+def set_random_seed(seed):
+    """Seed every generator brewnet draws from (fillers, dropout, shuffling, crops), as Caffe::set_random_seed."""
+    seed = int(seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    random.seed(seed)
+
+
+def default_dtype():
+    return _state["dtype"]
+
+
+def set_default_dtype(dtype):
+    """float32 unless a user (or a gradient check) asks for float64."""
+    _state["dtype"] = dtype

@@ -1,0 +1,1 @@
+"""Solvers: the Step loop (base.py), lr policies, and the six update rules."""

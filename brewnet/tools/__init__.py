@@ -1,0 +1,1 @@
+"""Command-line tools: `caffe`/`brewnet` and converters, one module per tool."""

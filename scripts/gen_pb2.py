@@ -1,0 +1,22 @@
+"""Generate brewnet/proto/caffe_pb2.py from caffe.proto with grpcio-tools' protoc, without the runtime pin.
+
+The generated module only calls descriptor_pool.AddSerializedFile and the builder, which every protobuf runtime
+since 4.21 provides; the version check protoc adds would tie brewnet to the exact protoc release.
+"""
+import pathlib
+import re
+import sys
+
+from grpc_tools import protoc
+
+folder = pathlib.Path(sys.argv[1])
+if protoc.main(["protoc", f"-I{folder}", f"--python_out={folder}", str(folder / "caffe.proto")]) != 0:
+    raise SystemExit("protoc failed")
+out = folder / "caffe_pb2.py"
+src = out.read_text()
+src = src.replace("from google.protobuf import runtime_version as _runtime_version\n", "")
+src = re.sub(r"_runtime_version\.ValidateProtobufRuntimeVersion\([^)]*\)\n", "", src)
+src = src.replace("# NO CHECKED-IN PROTOBUF GENCODE\n",
+                  "# Checked in (regenerate with `make proto`); the runtime-version pin is removed so that any\n"
+                  "# protobuf >= 4.21 runtime loads it.\n")
+out.write_text(src)
