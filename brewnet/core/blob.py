@@ -80,7 +80,7 @@ class Blob:
 
     def shape_string(self):
         """'64 20 24 24 (737280)', as Caffe prints shapes in its log."""
-        return " ".join(str(s) for s in self.shape) + f" ({self.count()})"
+        return "".join(f"{s} " for s in self.shape) + f"({self.count()})"
 
     # --- data and diff ---------------------------------------------------------------------------------
     @property

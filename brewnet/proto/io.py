@@ -85,9 +85,12 @@ def read_net_param(path):
 
 
 def read_solver_param(path):
-    from .upgrade import upgrade_solver_as_needed
+    """A solver prototxt as Caffe's ReadSolverParamsFromTextFileOrDie reads it: `solver_type` upgraded, and
+    snapshot_prefix defaulted to the file's path without extension (or put inside a directory prefix)."""
+    from .upgrade import upgrade_snapshot_prefix, upgrade_solver_as_needed
     solver = read_text(path, caffe_pb2.SolverParameter())
-    return upgrade_solver_as_needed(solver, path)
+    upgrade_solver_as_needed(solver, path)
+    return upgrade_snapshot_prefix(solver, path)
 
 
 def _looks_binary(path):

@@ -1,0 +1,543 @@
+"""Net: a DAG of layers assembled from a NetParameter (book 5.5).
+
+Assembly follows Caffe's Net::Init step by step, each step a method below:
+
+  1. filter_net       keep the layers whose include/exclude rules match the NetState (phase, level, stages)
+  2. insert_splits    a blob read by several layers gets a Split layer, so that diffs accumulate (insert_splits.py)
+  3. for each layer:  create it from the registry, wire bottoms and tops (in-place when a top repeats the bottom
+                      at the same index), set it up, log its top shapes, register its parameters (sharing by
+                      `param { name }`, lr_mult / decay_mult)
+  4. backward analysis: which layers and bottoms need backward (lr_mult, loss contribution, propagate_down,
+                      force_backward)
+  5. outputs:         the blobs no layer consumed
+"""
+import collections
+import math
+import os
+
+import numpy as np
+import torch
+
+from ..errors import BrewnetError, NetError, WeightsError
+from ..log import get_logger
+from ..proto import caffe_pb2
+from ..proto.io import read_net_param
+from . import common
+from .blob import Blob
+from .insert_splits import insert_splits
+from .net_state import filter_net
+from .registry import create_layer
+
+log = get_logger("net")
+
+
+class Net:
+    def __init__(self, param, phase=None, level=0, stages=(), weights=None, dtype=None, device=None):
+        if isinstance(param, (str, os.PathLike)):
+            self.source = os.fspath(param)
+            param = read_net_param(param)
+        else:
+            self.source = "<NetParameter>"
+            copy = caffe_pb2.NetParameter()
+            copy.CopyFrom(param)
+            param = copy
+        if phase is not None:
+            param.state.phase = phase
+        if level:
+            param.state.level = level
+        if stages:
+            param.state.stage.extend(stages)
+        self.dtype = dtype or common.default_dtype()
+        self.device = device or common.device()
+        self.phase = param.state.phase
+        self._init(param)
+        if weights is not None:
+            self.copy_trained_layers_from(weights)
+
+    # --- assembly --------------------------------------------------------------------------------------------
+    def _init(self, in_param):
+        filtered = filter_net(in_param, log)
+        log.info("Initializing net from parameters: \n%s", filtered)
+        param = insert_splits(filtered)
+        self.name = param.name
+        self.net_param = param
+        self.debug_info = param.debug_info
+        self.layers, self.layer_names = [], []
+        self.bottom_vecs, self.top_vecs, self.bottom_ids, self.top_ids = [], [], [], []
+        self.bottom_need_backward, self.layer_need_backward = [], []
+        self._blobs, self.blob_names, self.blob_need_backward = [], [], []
+        self.blob_loss_weights = []
+        self.input_blob_ids = []
+        self.params, self.param_owners, self.param_display_names, self.param_layer_indices = [], [], [], []
+        self.param_id_vecs = []
+        self.learnable_params, self.learnable_param_ids = [], []
+        self.params_lr, self.params_weight_decay, self.has_params_lr, self.has_params_decay = [], [], [], []
+        self._param_names_index = {}
+        self.memory_used = 0
+        name_to_id, available = {}, set()
+
+        for layer_id, lp in enumerate(param.layer):
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+                raise NetError(f"layer '{lp.name}': propagate_down must be given 0 or {len(lp.bottom)} "
+                               f"times (once per bottom), got {len(lp.propagate_down)}")
+            log.info("Creating Layer %s", lp.name)
+            layer = create_layer(lp)
+            layer.net = self
+            self.layers.append(layer)
+            self.layer_names.append(lp.name)
+            for vec in (self.bottom_vecs, self.top_vecs, self.bottom_ids, self.top_ids,
+                        self.bottom_need_backward, self.param_id_vecs):
+                vec.append([])
+            need_backward = False
+            for bottom_id in range(len(lp.bottom)):
+                blob_id = self._append_bottom(lp, layer_id, bottom_id, available, name_to_id)
+                need_backward |= self.blob_need_backward[blob_id]
+            num_top = len(lp.top)
+            for top_id in range(num_top):
+                self._append_top(lp, layer_id, top_id, available, name_to_id)
+                if lp.type == "Input":
+                    self.input_blob_ids.append(len(self._blobs) - 1)
+            if layer.auto_top_blobs:
+                for top_id in range(num_top, max(layer.min_top_blobs, layer.exact_num_top_blobs)):
+                    self._append_top(lp, layer_id, top_id, None, None)
+            self._setup_layer(layer_id)
+            need_backward |= self._register_params(layer_id)
+            self.layer_need_backward.append(need_backward)
+            if need_backward:
+                for blob_id in self.top_ids[layer_id]:
+                    self.blob_need_backward[blob_id] = True
+
+        self._analyse_backward()
+        if param.force_backward:
+            self._force_backward()
+        self.output_blob_ids = [name_to_id[name] for name in sorted(available)]
+        for name in sorted(available):
+            log.info("This network produces output %s", name)
+        self.blobs = collections.OrderedDict((n, b) for n, b in zip(self.blob_names, self._blobs))
+        self._layer_index = {n: i for i, n in enumerate(self.layer_names)}
+        self._share_weights()
+        log.info("Network initialization done.")
+
+    def _new_blob(self, name):
+        return Blob(name=name, dtype=self.dtype, device=self.device)
+
+    def _append_top(self, lp, layer_id, top_id, available, name_to_id):
+        name = lp.top[top_id] if top_id < len(lp.top) else "(automatic)"
+        if name_to_id is not None and top_id < len(lp.bottom) and name == lp.bottom[top_id]:
+            log.info("%s -> %s (in-place)", lp.name, name)
+            blob_id = name_to_id[name]
+        elif name_to_id is not None and name in name_to_id:
+            raise NetError(f"Top blob '{name}' produced by multiple sources (layer '{lp.name}', top index "
+                           f"{top_id}); only in-place use (top == bottom at the same index) may reuse a name")
+        else:
+            log.info("%s -> %s", lp.name, name)
+            blob_id = len(self._blobs)
+            self._blobs.append(self._new_blob(name))
+            self.blob_names.append(name)
+            self.blob_need_backward.append(False)
+            if name_to_id is not None:
+                name_to_id[name] = blob_id
+        self.top_ids[layer_id].append(blob_id)
+        self.top_vecs[layer_id].append(self._blobs[blob_id])
+        if available is not None:
+            available.add(name)
+
+    def _append_bottom(self, lp, layer_id, bottom_id, available, name_to_id):
+        name = lp.bottom[bottom_id]
+        if name not in available:
+            known = ", ".join(sorted(available)) or "none"
+            raise NetError(f"Unknown bottom blob '{name}' (layer '{lp.name}', bottom index {bottom_id}); "
+                           f"blobs available at this point: {known}")
+        blob_id = name_to_id[name]
+        log.info("%s <- %s", lp.name, name)
+        self.bottom_vecs[layer_id].append(self._blobs[blob_id])
+        self.bottom_ids[layer_id].append(blob_id)
+        available.discard(name)
+        need = self.blob_need_backward[blob_id]
+        if len(lp.propagate_down):
+            need = lp.propagate_down[bottom_id]
+        self.bottom_need_backward[layer_id].append(need)
+        return blob_id
+
+    def _setup_layer(self, layer_id):
+        layer = self.layers[layer_id]
+        for blob in layer.blobs:
+            blob.to(self.device, self.dtype)
+        layer.setup(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+        log.info("Setting up %s", layer.name)
+        for top_id, blob in enumerate(self.top_vecs[layer_id]):
+            blob_id = self.top_ids[layer_id][top_id]
+            while len(self.blob_loss_weights) <= blob_id:
+                self.blob_loss_weights.append(0.0)
+            self.blob_loss_weights[blob_id] = layer.loss(top_id)
+            log.info("Top shape: %s", blob.shape_string())
+            if layer.loss(top_id):
+                log.info("    with loss weight %s", _fmt(layer.loss(top_id)))
+            self.memory_used += blob.count()
+        log.info("Memory required for data: %d", self.memory_used * self._dtype_size())
+
+    def _dtype_size(self):
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    def _register_params(self, layer_id):
+        """Caffe's AppendParam: number the layer's parameter blobs, share named ones, record lr/decay mults."""
+        layer, lp = self.layers[layer_id], self.layers[layer_id].layer_param
+        if len(lp.param) > len(layer.blobs):
+            raise NetError(f"Too many params specified for layer '{lp.name}': {len(lp.param)} param {{ }} "
+                           f"blocks for {len(layer.blobs)} parameter blobs")
+        need_backward = False
+        default = caffe_pb2.ParamSpec()
+        for param_id in range(len(layer.blobs)):
+            spec = lp.param[param_id] if param_id < len(lp.param) else default
+            layer.set_param_propagate_down(param_id, spec.lr_mult != 0)
+            need_backward |= spec.lr_mult != 0
+        for param_id in range(len(layer.blobs)):
+            spec = lp.param[param_id] if param_id < len(lp.param) else default
+            self._append_param(layer_id, param_id, spec)
+        return need_backward
+
+    def _append_param(self, layer_id, param_id, spec):
+        layer = self.layers[layer_id]
+        name = spec.name
+        self.param_display_names.append(name or str(param_id))
+        net_param_id = len(self.params)
+        blob = layer.blobs[param_id]
+        if blob.name is None:
+            blob.name = f"{layer.name}.{param_id}"
+        self.params.append(blob)
+        self.param_id_vecs[layer_id].append(net_param_id)
+        self.param_layer_indices.append((layer_id, param_id))
+        if not name or name not in self._param_names_index:
+            self.param_owners.append(-1)
+            if name:
+                self._param_names_index[name] = net_param_id
+            self.learnable_param_ids.append(len(self.learnable_params))
+            self.learnable_params.append(blob)
+            self.has_params_lr.append(spec.HasField("lr_mult"))
+            self.has_params_decay.append(spec.HasField("decay_mult"))
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
+            return
+        owner_id = self._param_names_index[name]
+        self.param_owners.append(owner_id)
+        owner_layer_id, owner_param_id = self.param_layer_indices[owner_id]
+        owner_layer = self.layers[owner_layer_id]
+        log.info("Sharing parameters '%s' owned by layer '%s', param index %d", name, owner_layer.name,
+                 owner_param_id)
+        owner = owner_layer.blobs[owner_param_id]
+        where = (f"Cannot share param '{name}' owned by layer '{owner_layer.name}' with layer "
+                 f"'{layer.name}'")
+        if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+            if blob.count() != owner.count():
+                raise NetError(f"{where}; count mismatch.  Owner layer param shape is {owner.shape_string()}; "
+                               f"sharing layer shape is {blob.shape_string()}")
+        elif blob.shape != owner.shape:
+            raise NetError(f"{where}; shape mismatch.  Owner layer param shape is {owner.shape_string()}; "
+                           f"sharing layer expects shape {blob.shape_string()}")
+        learnable_id = self.learnable_param_ids[owner_id]
+        self.learnable_param_ids.append(learnable_id)
+        for has, values, field, what in ((self.has_params_lr, self.params_lr, "lr_mult", "lr_mult"),
+                                         (self.has_params_decay, self.params_weight_decay, "decay_mult",
+                                          "decay_mult")):
+            if spec.HasField(field):
+                if has[learnable_id] and getattr(spec, field) != values[learnable_id]:
+                    raise NetError(f"Shared param '{name}' has mismatched {what} (layer '{layer.name}': "
+                                   f"{getattr(spec, field)}, owner: {values[learnable_id]})")
+                has[learnable_id] = True
+                values[learnable_id] = getattr(spec, field)
+
+    def _share_weights(self):
+        """Shared parameters point at their owner's memory for data and diff (Caffe's ShareWeights)."""
+        for net_param_id, owner_id in enumerate(self.param_owners):
+            if owner_id < 0:
+                continue
+            layer_id, param_id = self.param_layer_indices[net_param_id]
+            owner = self.params[owner_id]
+            mine = self.params[net_param_id]
+            if mine.shape == owner.shape:
+                shared = owner
+            else:   # PERMISSIVE: same count, the sharing layer sees its own shape over the owner's memory
+                shared = Blob(mine.shape, dtype=self.dtype, device=self.device, name=mine.name)
+                shared.share_data(owner)
+                shared.share_diff(owner)
+            self.layers[layer_id].blobs[param_id] = shared
+            self.params[net_param_id] = shared
+
+    def _analyse_backward(self):
+        """Walk the net backwards: a layer needs backward only if it contributes to a loss and some bottom or
+        parameter below it wants a gradient (Caffe's blobs_under_loss / blobs_skip_backp analysis)."""
+        under_loss, skip_backp = set(), set()
+        for layer_id in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[layer_id]
+            contributes, skip = False, True
+            for top_id, blob_id in enumerate(self.top_ids[layer_id]):
+                name = self.blob_names[blob_id]
+                if layer.loss(top_id) or name in under_loss:
+                    contributes = True
+                if name not in skip_backp:
+                    skip = False
+                if contributes and not skip:
+                    break
+            if self.layer_need_backward[layer_id] and skip:
+                self.layer_need_backward[layer_id] = False
+                self.bottom_need_backward[layer_id] = [False] * len(self.bottom_ids[layer_id])
+            if not contributes:
+                self.layer_need_backward[layer_id] = False
+            log.info("%s %s backward computation.", layer.name,
+                     "needs" if self.layer_need_backward[layer_id] else "does not need")
+            for bottom_id, blob_id in enumerate(self.bottom_ids[layer_id]):
+                name = self.blob_names[blob_id]
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[layer_id][bottom_id] = False
+                if not self.bottom_need_backward[layer_id][bottom_id]:
+                    skip_backp.add(name)
+
+    def _force_backward(self):
+        for layer_id, layer in enumerate(self.layers):
+            self.layer_need_backward[layer_id] = True
+            for bottom_id, blob_id in enumerate(self.bottom_ids[layer_id]):
+                need = self.bottom_need_backward[layer_id][bottom_id] or layer.allow_force_backward(bottom_id)
+                self.bottom_need_backward[layer_id][bottom_id] = need
+                self.blob_need_backward[blob_id] = self.blob_need_backward[blob_id] or need
+            for param_id in range(len(layer.blobs)):
+                layer.set_param_propagate_down(param_id, True)
+
+    # --- running ---------------------------------------------------------------------------------------------
+    def _layer_range(self, start, end, default_start, default_end):
+        def index(x, default):
+            if x is None:
+                return default
+            if isinstance(x, str):
+                if x not in self._layer_index:
+                    raise NetError(f"net '{self.name}' has no layer named '{x}'")
+                return self._layer_index[x]
+            return int(x)
+        return index(start, default_start), index(end, default_end)
+
+    def forward(self, start=None, end=None):
+        """Run layers start..end (inclusive; names or indices) and return the total weighted loss."""
+        start, end = self._layer_range(start, end, 0, len(self.layers) - 1)
+        loss = 0.0
+        with torch.no_grad():
+            for i in range(start, end + 1):
+                loss += self.layers[i].Forward(self.bottom_vecs[i], self.top_vecs[i])
+                if self.debug_info:
+                    self._forward_debug_info(i)
+        return loss
+
+    def backward(self, start=None, end=None):
+        """Run Backward from layer `start` down to `end` (defaults: last to first)."""
+        start, end = self._layer_range(start, end, len(self.layers) - 1, 0)
+        with torch.no_grad():
+            for i in range(start, end - 1, -1):
+                if self.layer_need_backward[i]:
+                    self.layers[i].Backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+                    if self.debug_info:
+                        self._backward_debug_info(i)
+        if self.debug_info and start == len(self.layers) - 1 and end == 0:
+            self._param_norms_debug_info()
+
+    def forward_backward(self):
+        loss = self.forward()
+        self.backward()
+        return loss
+
+    def reshape(self):
+        for i, layer in enumerate(self.layers):
+            layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
+
+    def clear_param_diffs(self):
+        for blob in self.learnable_params:
+            blob.diff.zero_()
+
+    def update(self):
+        """data -= diff for every learnable (owned) parameter; the solver has already scaled the diffs."""
+        with torch.no_grad():
+            for blob in self.learnable_params:
+                blob.update()
+
+    def close(self):
+        """Stop the threads of prefetching data layers."""
+        for layer in self.layers:
+            stop = getattr(layer, "close", None)
+            if stop is not None:
+                stop()
+
+    # --- lookup ----------------------------------------------------------------------------------------------
+    @property
+    def input_blobs(self):
+        return [self._blobs[i] for i in self.input_blob_ids]
+
+    @property
+    def output_blobs(self):
+        return [self._blobs[i] for i in self.output_blob_ids]
+
+    @property
+    def input_blob_names(self):
+        return [self.blob_names[i] for i in self.input_blob_ids]
+
+    @property
+    def output_blob_names(self):
+        return [self.blob_names[i] for i in self.output_blob_ids]
+
+    def has_blob(self, name):
+        return name in self.blobs
+
+    def blob_by_name(self, name):
+        if name not in self.blobs:
+            raise NetError(f"net '{self.name}' has no blob named '{name}' "
+                           f"(blobs: {', '.join(self.blob_names)})")
+        return self.blobs[name]
+
+    def has_layer(self, name):
+        return name in self._layer_index
+
+    def layer_by_name(self, name):
+        if name not in self._layer_index:
+            raise NetError(f"net '{self.name}' has no layer named '{name}'")
+        return self.layers[self._layer_index[name]]
+
+    def layer_index(self, name):
+        return self._layer_range(name, None, 0, 0)[0]
+
+    # --- weights ---------------------------------------------------------------------------------------------
+    def copy_trained_layers_from(self, source):
+        """Copy parameters by layer name from a caffemodel (path or NetParameter) or a .caffemodel.h5."""
+        from ..proto.weights import load_weights
+        for layer_name, arrays in load_weights(source).items():
+            if layer_name not in self._layer_index:
+                log.info("Ignoring source layer %s", layer_name)
+                continue
+            target = self.layers[self._layer_index[layer_name]].blobs
+            if len(arrays) != len(target) and not (len(arrays) < len(target) and _is_hdf5(source)):
+                raise WeightsError(f"{_describe(source)}: Incompatible number of blobs for layer '{layer_name}': "
+                                   f"the weights have {len(arrays)}, the net's layer has {len(target)}")
+            for j, array in enumerate(arrays):
+                blob = target[j]
+                shape = tuple(array.shape)
+                if shape != blob.shape:
+                    # Caffe accepts a legacy 4-D blob whose shape matches once leading 1s are dropped.
+                    if _squeeze_legacy(shape) != _squeeze_legacy(blob.shape) or \
+                            int(np.prod(shape)) != blob.count():
+                        raise WeightsError(
+                            f"{_describe(source)}: Cannot copy param {j} weights from layer '{layer_name}'; "
+                            f"shape mismatch.  Source param shape is {_shape_str(shape)}; target param shape "
+                            f"is {blob.shape_string()}. To learn this layer's parameters from scratch rather "
+                            "than copying from a saved net, rename the layer.")
+                blob.data.copy_(torch.from_numpy(np.ascontiguousarray(array)).reshape(blob.shape))
+
+    copy_from = copy_trained_layers_from
+
+    def share_trained_layers_with(self, other):
+        """Point this net's parameters at `other`'s memory, by layer name (test nets share the train net's)."""
+        for source_layer, name in zip(other.layers, other.layer_names):
+            if name not in self._layer_index:
+                log.info("Ignoring source layer %s", name)
+                continue
+            target = self.layers[self._layer_index[name]]
+            if len(target.blobs) != len(source_layer.blobs):
+                raise WeightsError(f"Incompatible number of blobs for layer '{name}': "
+                                   f"{len(source_layer.blobs)} vs {len(target.blobs)}")
+            for j, source_blob in enumerate(source_layer.blobs):
+                if target.blobs[j].shape != source_blob.shape:
+                    raise WeightsError(f"Cannot share param {j} weights from layer '{name}'; shape mismatch. "
+                                       f"Source param shape is {source_blob.shape_string()}; target param "
+                                       f"shape is {target.blobs[j].shape_string()}")
+                target.blobs[j].share_data(source_blob)
+
+    def to_proto(self, write_diff=False):
+        """The net as a NetParameter with every layer's parameter blobs (what a caffemodel holds)."""
+        param = caffe_pb2.NetParameter()
+        param.name = self.name
+        for layer in self.layers:
+            lp = param.layer.add()
+            lp.CopyFrom(layer.layer_param)
+            del lp.blobs[:]
+            for blob in layer.blobs:
+                blob.to_proto(lp.blobs.add(), write_diff=write_diff)
+        return param
+
+    def save(self, path, write_diff=False):
+        from ..proto.io import write_binary
+        write_binary(self.to_proto(write_diff), path)
+
+    def save_hdf5(self, path, write_diff=False):
+        from ..proto.weights import save_hdf5
+        save_hdf5(self, path, write_diff=write_diff)
+
+    # --- debug_info (book 5.1.4) -------------------------------------------------------------------------------
+    def _forward_debug_info(self, layer_id):
+        layer = self.layers[layer_id]
+        for blob_id, blob in zip(self.top_ids[layer_id], self.top_vecs[layer_id]):
+            log.info("    [Forward] Layer %s, top blob %s data: %s", layer.name, self.blob_names[blob_id],
+                     _fmt(blob.asum_data() / max(blob.count(), 1)))
+        for param_id, blob in enumerate(layer.blobs):
+            name = self.param_display_names[self.param_id_vecs[layer_id][param_id]]
+            log.info("    [Forward] Layer %s, param blob %s data: %s", layer.name, name,
+                     _fmt(blob.asum_data() / max(blob.count(), 1)))
+
+    def _backward_debug_info(self, layer_id):
+        layer = self.layers[layer_id]
+        for bottom_id, blob in enumerate(self.bottom_vecs[layer_id]):
+            if not self.bottom_need_backward[layer_id][bottom_id]:
+                continue
+            log.info("    [Backward] Layer %s, bottom blob %s diff: %s", layer.name,
+                     self.blob_names[self.bottom_ids[layer_id][bottom_id]],
+                     _fmt(blob.asum_diff() / max(blob.count(), 1)))
+        for param_id, blob in enumerate(layer.blobs):
+            if layer.param_propagate(param_id):
+                log.info("    [Backward] Layer %s, param blob %d diff: %s", layer.name, param_id,
+                         _fmt(blob.asum_diff() / max(blob.count(), 1)))
+
+    def _param_norms_debug_info(self):
+        asum_data = sum(b.asum_data() for b in self.learnable_params)
+        asum_diff = sum(b.asum_diff() for b in self.learnable_params)
+        l2_data = math.sqrt(sum(b.sumsq_data() for b in self.learnable_params))
+        l2_diff = math.sqrt(sum(b.sumsq_diff() for b in self.learnable_params))
+        log.error("    [Backward] All net params (data, diff): L1 norm = (%s, %s); L2 norm = (%s, %s)",
+                  _fmt(asum_data), _fmt(asum_diff), _fmt(l2_data), _fmt(l2_diff))
+
+    def update_debug_info(self, net_param_id):
+        blob = self.params[net_param_id]
+        owner = self.param_owners[net_param_id]
+        layer_name = self.layer_names[self.param_layer_indices[net_param_id][0]]
+        name = self.param_display_names[net_param_id]
+        diff = _fmt(blob.asum_diff() / max(blob.count(), 1))
+        if owner < 0:
+            log.info("    [Update] Layer %s, param %s data: %s; diff: %s", layer_name, name,
+                     _fmt(blob.asum_data() / max(blob.count(), 1)), diff)
+        else:
+            owner_layer = self.layer_names[self.param_layer_indices[owner][0]]
+            log.info("    [Update] Layer %s, param blob %s (owned by layer %s, param %s) diff: %s", layer_name,
+                     name, owner_layer, self.param_display_names[owner], diff)
+
+
+def _fmt(x):
+    """Print a number the way C++ iostreams do by default (6 significant digits, no trailing zeros)."""
+    return "%g" % x
+
+
+def _shape_str(shape):
+    return " ".join(str(s) for s in shape) + f" ({int(np.prod(shape)) if shape else 1})"
+
+
+def _squeeze_legacy(shape):
+    shape = list(shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape.pop(0)
+    return tuple(shape)
+
+
+def _is_hdf5(source):
+    return isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith((".h5", ".hdf5"))
+
+
+def _describe(source):
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else "NetParameter"
+
+
+__all__ = ["Net", "BrewnetError"]

@@ -1,0 +1,188 @@
+"""Prefetching: a reader thread and a prefetch thread feed ready batches to a data layer (book 5.7-5.8).
+
+    reader thread     pulls records from the source (database cursor, image list ...), groups them into
+                      chunks of batch_size, puts the chunks in a bounded queue
+    prefetch thread   turns a chunk into a batch (parse, decode, transform) and puts it in a second
+                      bounded queue
+    the layer         Forward takes the next full batch: next_batch()
+
+Both queues hold at most `prefetch` items (DataParameter.prefetch, Caffe's PREFETCH_COUNT), so at most that
+many batches are read ahead.  A consumer only ever sees whole batches.  `stop()` wakes every blocked thread,
+joins them, and closes the source (which ends the database transaction): no thread or reader outlives it.
+An exception in a thread is re-raised in the consumer at the next `next_batch()`.
+
+Several solver processes training in parallel each read their own share of a database: rank r of n keeps
+record i (its position in key order) when i % n == r, so the shares are disjoint and their union is the whole
+database (Caffe's DataReader / DataLayer::Skip).  Within a rank the share repeats in the same order every epoch.
+"""
+import collections
+import threading
+
+from ..errors import DataError
+from ..log import logger
+from . import db as db_mod
+
+
+class Stopped(Exception):
+    """Raised inside a blocked put/get once the queue is stopped."""
+
+
+class BlockingQueue:
+    """A bounded FIFO whose blocked put/get wake up when stop() is called (Caffe's BlockingQueue)."""
+
+    def __init__(self, maxsize):
+        self.maxsize = max(1, int(maxsize))
+        self._items = collections.deque()
+        self._cond = threading.Condition()
+        self._stopped = False
+
+    def put(self, item):
+        with self._cond:
+            while len(self._items) >= self.maxsize and not self._stopped:
+                self._cond.wait()
+            if self._stopped:
+                raise Stopped()
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self):
+        with self._cond:
+            while not self._items and not self._stopped:
+                self._cond.wait()
+            if self._stopped:
+                raise Stopped()
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def stop(self):
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def __len__(self):
+        with self._cond:
+            return len(self._items)
+
+
+class _Failure:
+    """An exception travelling down the pipeline to the consumer."""
+
+    def __init__(self, error):
+        self.error = error
+
+
+class Prefetcher:
+    """Runs `records` (an iterator) through `load_batch(chunk)` in two threads, batch_size records a chunk."""
+
+    def __init__(self, records, batch_size, load_batch, prefetch=4, name="data"):
+        if batch_size <= 0:
+            raise DataError(f"{name}: Expect: batch_size > 0, Actual: {batch_size}")
+        self.records, self.batch_size, self.load_batch, self.name = records, int(batch_size), load_batch, name
+        self.chunks = BlockingQueue(prefetch)
+        self.full = BlockingQueue(prefetch)
+        self.threads = [threading.Thread(target=self._read, name=f"{name}-reader", daemon=True),
+                        threading.Thread(target=self._prefetch, name=f"{name}-prefetch", daemon=True)]
+        self._stopped = False
+        for thread in self.threads:
+            thread.start()
+
+    def _read(self):
+        try:
+            chunk = []
+            for record in self.records:
+                chunk.append(record)
+                if len(chunk) == self.batch_size:
+                    self.chunks.put(chunk)
+                    chunk = []
+        except Stopped:
+            pass
+        except Exception as exc:  # handed to the consumer, not lost in a thread
+            self._forward_failure(self.chunks, exc)
+        finally:
+            close = getattr(self.records, "close", None)
+            if close is not None:
+                close()
+
+    def _prefetch(self):
+        try:
+            while True:
+                chunk = self.chunks.get()
+                if isinstance(chunk, _Failure):
+                    self.full.put(chunk)
+                    return
+                self.full.put(self.load_batch(chunk))
+        except Stopped:
+            pass
+        except Exception as exc:
+            self._forward_failure(self.full, exc)
+
+    @staticmethod
+    def _forward_failure(queue, exc):
+        try:
+            queue.put(_Failure(exc))
+        except Stopped:
+            pass
+
+    def next_batch(self):
+        """The next full batch; blocks until the prefetch thread has one."""
+        if self._stopped:
+            raise DataError(f"{self.name}: the prefetcher has been stopped")
+        item = self.full.get()
+        if isinstance(item, _Failure):
+            raise item.error
+        return item
+
+    def stop(self):
+        """Wake and join both threads; the source's close() runs in the reader thread on its way out."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.chunks.stop()
+        self.full.stop()
+        for thread in self.threads:
+            if thread is not threading.current_thread():
+                thread.join()
+
+    close = stop
+
+    def alive(self):
+        return any(thread.is_alive() for thread in self.threads)
+
+
+def db_records(source, backend, rank=0, num_ranks=1, skip=0, name="data"):
+    """Endless (key, value) records of a database, this rank's share, from the first record again at the end.
+
+    `skip` records of the share are passed over once at the start (DataParameter.rand_skip).
+    """
+    if not 0 <= rank < num_ranks:
+        raise DataError(f"{name}: Expect: 0 <= rank < {num_ranks}, Actual: rank {rank}")
+    database = db_mod.open_db(source, backend, db_mod.READ)
+    cursor = None
+    try:
+        epoch = 0
+        while True:
+            cursor = database.cursor()
+            if not cursor.valid():
+                raise DataError(f"{name}: database '{source}' is empty")
+            index, kept = 0, 0
+            while cursor.valid():
+                if index % num_ranks == rank:
+                    if skip > 0:
+                        skip -= 1
+                    else:
+                        yield cursor.key(), cursor.value()
+                    kept += 1
+                index += 1
+                cursor.next()
+            cursor.close()
+            cursor = None
+            if kept == 0:
+                raise DataError(f"{name}: database '{source}' has {index} records, none for rank {rank} "
+                                f"of {num_ranks}")
+            epoch += 1
+            logger.info("Restarting data prefetching from start.")
+    finally:
+        if cursor is not None:
+            cursor.close()
+        database.close()

@@ -1,0 +1,454 @@
+"""Loss layers: a scalar objective from predictions and targets (Caffe's loss_layer family).
+
+Every loss layer has top[0] = a scalar (0 axes) that carries loss weight 1 unless the prototxt says
+otherwise.  As in Caffe, the weight lives in top[0].diff and each backward scales its gradient by that value,
+so `loss_weight: 2.5` doubles-and-a-half every bottom diff without the layer knowing about weights.
+
+Labels are bottom[1] for the classification losses: floats holding integers, truncated toward zero as Caffe's
+static_cast<int> does.  A label outside [0, classes) that is not the ignore_label is a user error raised at
+forward time (Caffe only DCHECKs it and reads out of bounds in a release build).
+
+Normalization (LossParameter.normalization, shared by SoftmaxWithLoss, SigmoidCrossEntropyLoss and
+InfogainLoss) divides the summed loss by
+    FULL        outer * inner  (every prediction, ignored ones included)
+    VALID       the number of non-ignored predictions
+    BATCH_SIZE  outer
+    NONE        1
+and never by less than 1, so a batch made only of ignored labels yields 0 rather than NaN.
+"""
+import torch
+
+from ..core.blob import Blob
+from ..core.layer import Layer
+from ..core.registry import register_layer
+from ..errors import BrewnetError, LayerError
+from ..proto import caffe_pb2
+from ..proto.io import read_binary
+
+# Caffe's floor on probabilities before a log (loss_layer.hpp kLOG_THRESHOLD, and FLT_MIN in SoftmaxWithLoss).
+LOG_THRESHOLD = 1e-20
+FLT_MIN = 1.1754943508222875e-38
+
+_Norm = caffe_pb2.LossParameter
+
+
+class LossLayer(Layer):
+    """Base of the two-bottom losses: (prediction, target) -> scalar; no gradient towards the target."""
+    exact_num_bottom_blobs = 2
+    exact_num_top_blobs = 1
+
+    def default_loss_weight(self, top_index):
+        return 1.0 if top_index == 0 else 0.0
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def reshape(self, bottom, top):
+        self.expect(bottom[0].num_axes >= 1 and bottom[1].num_axes >= 1
+                    and bottom[0].shape[0] == bottom[1].shape[0],
+                    f"Expect: data and label with the same first dimension, "
+                    f"Actual: {bottom[0].shape} vs. {bottom[1].shape}")
+        top[0].reshape(())
+
+    # --- helpers for the subclasses -------------------------------------------------------------------
+    @staticmethod
+    def loss_weight(top):
+        """The scale of this loss in the net's objective, as Caffe reads it: top[0].diff[0] (a 0-d tensor)."""
+        return top[0].diff.reshape(-1)[0]
+
+    def refuse_backward_to(self, propagate_down, index, what="label"):
+        if index < len(propagate_down) and propagate_down[index]:
+            raise LayerError(f"cannot backpropagate to {what} inputs (bottom {index})", self.name, self.type)
+
+    def check_labels(self, labels, num_classes, valid):
+        """Raise a LayerError naming the first valid label outside [0, num_classes)."""
+        bad = valid & ((labels < 0) | (labels >= num_classes))
+        if bool(bad.any()):
+            value = int(labels[bad][0])
+            raise LayerError(f"Expect: label values in [0, {num_classes}), Actual: label value {value} "
+                             f"(bottom '{self._label_name()}')", self.name, self.type)
+
+    def _label_name(self):
+        return self.param.bottom[1] if len(self.param.bottom) > 1 else "1"
+
+    def read_labels(self, label_blob, num_classes, ignore_label=None):
+        """Labels as int64 (truncated like static_cast<int>), the mask of non-ignored ones, both checked."""
+        labels = label_blob.data.reshape(-1).to(torch.int64)
+        valid = labels != ignore_label if ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
+        self.check_labels(labels, num_classes, valid)
+        return labels, valid
+
+
+class NormalizedLoss(LossLayer):
+    """Shared reading of loss_param: ignore_label and the normalization mode (with the legacy `normalize`)."""
+    default_normalization = _Norm.VALID
+    accepts_legacy_normalize = True
+
+    def read_loss_param(self):
+        p = self.param.loss_param
+        self.ignore_label = p.ignore_label if p.HasField("ignore_label") else None
+        if p.HasField("normalization"):
+            self.normalization = p.normalization
+        elif p.HasField("normalize"):
+            self.expect(self.accepts_legacy_normalize, 'normalize is deprecated, use "normalization"')
+            # Legacy: normalize: true meant divide by the valid count, false by the batch size.
+            self.normalization = _Norm.VALID if p.normalize else _Norm.BATCH_SIZE
+        else:
+            self.normalization = self.default_normalization
+
+    def normalizer(self, outer, inner, valid_count):
+        """Caffe's get_normalizer, floored at 1; valid_count may be a tensor (stays on the device)."""
+        mode = self.normalization
+        if mode == _Norm.FULL:
+            return float(max(1, outer * inner))
+        if mode == _Norm.VALID:
+            if isinstance(valid_count, torch.Tensor):
+                return valid_count.clamp(min=1)
+            return float(max(1, valid_count))
+        if mode == _Norm.BATCH_SIZE:
+            return float(max(1, outer))
+        if mode == _Norm.NONE:
+            return 1.0
+        raise LayerError(f"unknown normalization mode {mode}", self.name, self.type)
+
+
+def _split_axis(blob, axis):
+    """(outer, channels, inner) around a canonical axis, as Caffe's outer_num_/inner_num_."""
+    return blob.count(0, axis), blob.shape[axis], blob.count(axis + 1)
+
+
+@register_layer("SoftmaxWithLoss")
+class SoftmaxWithLossLayer(NormalizedLoss):
+    """Softmax followed by the multinomial logistic loss, fused for a stable gradient.
+
+        p[n,c,i] = softmax over c of x[n,c,i]            (c runs along softmax_param.axis)
+        E = -1/Z * sum over non-ignored (n,i) of log(max(p[n, l(n,i), i], FLT_MIN))
+        dE/dx[n,c,i] = w/Z * (p[n,c,i] - [c == l(n,i)])   (0 at ignored positions)
+    Z is the normalizer (see the module docstring; VALID by default) and w the loss weight.
+    An optional second top receives p.
+    """
+    exact_num_top_blobs = -1
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    def layer_setup(self, bottom, top):
+        self.read_loss_param()
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.axis = self._axis(bottom[0])
+        self.outer, self.channels, self.inner = _split_axis(bottom[0], self.axis)
+        self.expect(self.outer * self.inner == bottom[1].count(),
+                    f"Expect: number of labels == number of predictions ({self.outer} * {self.inner} = "
+                    f"{self.outer * self.inner} for softmax axis {self.axis} of shape {bottom[0].shape}), "
+                    f"Actual: {bottom[1].count()} labels of shape {bottom[1].shape}")
+        if len(top) > 1:
+            top[1].reshape_like(bottom[0])
+
+    def _axis(self, blob):
+        try:
+            return blob.canonical_axis_index(self.param.softmax_param.axis)
+        except BrewnetError as e:
+            raise LayerError(str(e), self.name, self.type) from None
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.outer, self.channels, self.inner)
+        self.prob = torch.softmax(x, dim=1)
+        labels, valid = self.read_labels(bottom[1], self.channels, self.ignore_label)
+        self.labels = torch.where(valid, labels, torch.zeros_like(labels)).view(self.outer, 1, self.inner)
+        self.valid = valid.view(self.outer, 1, self.inner)
+        p_true = self.prob.gather(1, self.labels).clamp(min=FLT_MIN)
+        loss = -(torch.log(p_true) * self.valid).sum()
+        self.count = self.valid.sum()
+        top[0].data.copy_(loss / self.normalizer(self.outer, self.inner, self.count))
+        if len(top) > 1:
+            top[1].data.copy_(self.prob.view(top[1].shape))
+
+    def backward(self, top, propagate_down, bottom):
+        self.refuse_backward_to(propagate_down, 1)
+        if not propagate_down[0]:
+            return
+        grad = self.prob.clone()
+        grad.scatter_add_(1, self.labels, -self.valid.to(grad.dtype))
+        grad.mul_(self.valid)        # ignored positions get no gradient at all
+        scale = self.loss_weight(top) / self.normalizer(self.outer, self.inner, self.count)
+        bottom[0].diff.copy_((grad * scale).view(bottom[0].shape))
+
+
+@register_layer("EuclideanLoss")
+class EuclideanLossLayer(LossLayer):
+    """E = 1/(2N) * sum (a - b)^2;  dE/da = w/N * (a - b),  dE/db = -w/N * (a - b).
+
+    Both bottoms are differentiable (regression against a learned target is allowed).
+    """
+
+    def allow_force_backward(self, bottom_index):
+        return True
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.expect(bottom[0].count(1) == bottom[1].count(1),
+                    f"Expect: inputs of the same dimension, Actual: {bottom[0].shape} vs. {bottom[1].shape}")
+
+    def forward(self, bottom, top):
+        self.diff = bottom[0].data - bottom[1].data.view(bottom[0].shape)
+        top[0].data.copy_((self.diff * self.diff).sum() / bottom[0].shape[0] / 2)
+
+    def backward(self, top, propagate_down, bottom):
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                alpha = sign * self.loss_weight(top) / bottom[i].shape[0]
+                bottom[i].diff.copy_((alpha * self.diff).view(bottom[i].shape))
+
+
+@register_layer("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLossLayer(NormalizedLoss):
+    """Cross-entropy of targets t in [0, 1] against sigmoid(x), written to never overflow:
+
+        E = -1/Z * sum over non-ignored i of [ x*(t - [x >= 0]) - log(1 + exp(-|x|)) ]
+        dE/dx = w/Z * (sigmoid(x) - t)        (0 where t == ignore_label)
+    Z defaults to the batch size (BATCH_SIZE), unlike SoftmaxWithLoss.
+    """
+    default_normalization = _Norm.BATCH_SIZE
+
+    def layer_setup(self, bottom, top):
+        self.read_loss_param()
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.expect(bottom[0].count() == bottom[1].count(),
+                    f"Expect: inputs with the same count, Actual: {bottom[0].count()} vs. {bottom[1].count()}")
+        self.outer, self.inner = bottom[0].shape[0], bottom[0].count(1)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        t = bottom[1].data.view(x.shape)
+        if self.ignore_label is not None:
+            self.valid = t.to(torch.int64) != self.ignore_label
+        else:
+            self.valid = torch.ones_like(x, dtype=torch.bool)
+        positive = (x >= 0).to(x.dtype)
+        log_likelihood = x * (t - positive) - torch.log1p(torch.exp(-x.abs()))
+        loss = -(log_likelihood * self.valid).sum()
+        # Caffe keeps the normalizer of the forward pass for the backward one.
+        self._normalizer = self.normalizer(self.outer, self.inner, self.valid.sum())
+        top[0].data.copy_(loss / self._normalizer)
+
+    def backward(self, top, propagate_down, bottom):
+        self.refuse_backward_to(propagate_down, 1, "target")
+        if not propagate_down[0]:
+            return
+        x = bottom[0].data
+        grad = (torch.sigmoid(x) - bottom[1].data.view(x.shape)) * self.valid
+        bottom[0].diff.copy_(grad * (self.loss_weight(top) / self._normalizer))
+
+
+@register_layer("HingeLoss")
+class HingeLossLayer(LossLayer):
+    """One-vs-all hinge loss for N samples of K scores x[n,k] and labels l(n):
+
+        m[n,k] = max(0, 1 + s[n,k] * x[n,k]),   s = -1 for k == l(n), +1 otherwise
+        E = 1/N * sum m        (norm L1)    or    1/N * sum m^2     (norm L2)
+        dE/dx = w/N * s * [m > 0]           or    2w/N * s * m
+    """
+
+    def forward(self, bottom, top):
+        num = bottom[0].shape[0]
+        x = bottom[0].data.reshape(num, -1)
+        labels, valid = self.read_labels(bottom[1], x.shape[1])
+        self.sign = torch.ones_like(x)
+        self.sign.scatter_(1, labels.view(num, 1), -1.0)
+        self.margin = (1 + self.sign * x).clamp(min=0)
+        norm = self.param.hinge_loss_param.norm
+        if norm == caffe_pb2.HingeLossParameter.L1:
+            loss = self.margin.sum()
+        elif norm == caffe_pb2.HingeLossParameter.L2:
+            loss = (self.margin * self.margin).sum()
+        else:
+            raise LayerError(f"unknown hinge norm {norm} (L1 or L2)", self.name, self.type)
+        top[0].data.copy_(loss / num)
+
+    def backward(self, top, propagate_down, bottom):
+        self.refuse_backward_to(propagate_down, 1)
+        if not propagate_down[0]:
+            return
+        num = bottom[0].shape[0]
+        signed = self.sign * self.margin
+        if self.param.hinge_loss_param.norm == caffe_pb2.HingeLossParameter.L1:
+            grad = torch.sign(signed) * (self.loss_weight(top) / num)
+        else:
+            grad = signed * (2 * self.loss_weight(top) / num)
+        bottom[0].diff.copy_(grad.view(bottom[0].shape))
+
+
+def _legacy_dim(blob, index):
+    """Caffe's LegacyShape: missing trailing axes count as 1."""
+    return blob.shape[index] if index < blob.num_axes else 1
+
+
+@register_layer("ContrastiveLoss")
+class ContrastiveLossLayer(LossLayer):
+    """Siamese loss on feature pairs a, b (N x C x 1 x 1) and similarity flags y (N):
+
+        d^2 = ||a - b||^2
+        E = 1/(2N) * sum [ y * d^2 + (1 - y) * max(margin - d, 0)^2 ]
+        legacy_version: the dissimilar term is max(margin - d^2, 0) instead.
+        dE/da = -dE/db = w/N * (a - b)                          for similar pairs
+                         -w/N * (margin - d)/(d + 1e-4) * (a-b)  dissimilar, when margin - d > 0
+                         -w/N * (a - b)                          legacy, when margin - d^2 > 0
+    """
+    exact_num_bottom_blobs = 3
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 2
+
+    def layer_setup(self, bottom, top):
+        a, b, y = bottom
+        for blob, what in ((a, "bottom 0"), (b, "bottom 1")):
+            self.expect(_legacy_dim(blob, 2) == 1 and _legacy_dim(blob, 3) == 1,
+                        f"Expect: {what} of shape N x C x 1 x 1, Actual: {blob.shape}")
+        self.expect(_legacy_dim(a, 1) == _legacy_dim(b, 1),
+                    f"Expect: both features with the same channels, Actual: {a.shape} vs. {b.shape}")
+        self.expect(y.count(1) == 1, f"Expect: similarity bottom of shape N x 1 x 1 x 1, Actual: {y.shape}")
+
+    def forward(self, bottom, top):
+        num = bottom[0].shape[0]
+        self.diff = (bottom[0].data - bottom[1].data.view(bottom[0].shape)).reshape(num, -1)
+        self.dist_sq = (self.diff * self.diff).sum(dim=1)
+        self.similar = bottom[2].data.reshape(num).to(torch.int64) != 0
+        p = self.param.contrastive_loss_param
+        if p.legacy_version:
+            dissimilar = (p.margin - self.dist_sq).clamp(min=0)
+        else:
+            dissimilar = (p.margin - self.dist_sq.sqrt()).clamp(min=0) ** 2
+        loss = torch.where(self.similar, self.dist_sq, dissimilar).sum()
+        top[0].data.copy_(loss / num / 2)
+
+    def backward(self, top, propagate_down, bottom):
+        # Like Caffe, a request to propagate to the similarity flags (bottom 2) is ignored.
+        p = self.param.contrastive_loss_param
+        num = self.diff.shape[0]
+        if p.legacy_version:
+            dissimilar_coeff = -((p.margin - self.dist_sq) > 0).to(self.diff.dtype)
+        else:
+            dist = self.dist_sq.sqrt()
+            mdist = p.margin - dist
+            dissimilar_coeff = torch.where(mdist > 0, -mdist / (dist + 1e-4), torch.zeros_like(dist))
+        coeff = torch.where(self.similar, torch.ones_like(self.dist_sq), dissimilar_coeff).unsqueeze(1)
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                alpha = sign * self.loss_weight(top) / num
+                bottom[i].diff.copy_((alpha * coeff * self.diff).view(bottom[i].shape))
+
+
+@register_layer("InfogainLoss")
+class InfogainLossLayer(NormalizedLoss):
+    """Softmax, then a loss weighted by an infogain matrix H (K x K):
+
+        p = softmax(x) along infogain_loss_param.axis
+        E = -1/Z * sum over non-ignored (n,i) of sum_k H[l, k] * log(max(p[n,k,i], 1e-20)),  l = l(n,i)
+        dE/dx[n,k,i] = w/Z * (p[n,k,i] * sum_j H[l, j] - H[l, k])
+    H is the third bottom when given, else read once from infogain_loss_param.source (a binaryproto).
+    The legacy `normalize` field is refused (as Caffe does for this layer); an optional second top gets p.
+    """
+    exact_num_bottom_blobs = -1
+    min_bottom_blobs = 2
+    max_bottom_blobs = 3
+    exact_num_top_blobs = -1
+    min_top_blobs = 1
+    max_top_blobs = 2
+    accepts_legacy_normalize = False
+
+    def allow_force_backward(self, bottom_index):
+        # Caffe allows forcing bottom 2 and then aborts in Backward; we just never ask for H's gradient.
+        return bottom_index == 0
+
+    def layer_setup(self, bottom, top):
+        self.read_loss_param()
+        self.infogain = None
+        if len(bottom) < 3:
+            source = self.param.infogain_loss_param.source
+            self.expect(self.param.infogain_loss_param.HasField("source"),
+                        "Expect: infogain_loss_param.source (the H matrix as binaryproto) or a third bottom, "
+                        "Actual: neither")
+            try:
+                proto = read_binary(source, caffe_pb2.BlobProto())
+                self.infogain = Blob(dtype=bottom[0].dtype, device=bottom[0].device,
+                                     name=f"{self.name}.infogain").from_proto(proto, source=source)
+            except BrewnetError as e:
+                raise LayerError(f"cannot load the infogain matrix: {e}", self.name, self.type) from None
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        try:
+            self.axis = bottom[0].canonical_axis_index(self.param.infogain_loss_param.axis)
+        except BrewnetError as e:
+            raise LayerError(str(e), self.name, self.type) from None
+        self.outer, self.channels, self.inner = _split_axis(bottom[0], self.axis)
+        self.expect(self.outer * self.inner == bottom[1].count(),
+                    f"Expect: number of labels == number of predictions ({self.outer * self.inner} for axis "
+                    f"{self.axis} of shape {bottom[0].shape}), Actual: {bottom[1].count()} labels")
+        matrix = bottom[2] if len(bottom) > 2 else self.infogain
+        self.expect(matrix.count() == self.channels * self.channels,
+                    f"Expect: infogain matrix of {self.channels} x {self.channels} values, "
+                    f"Actual: {matrix.count()} values of shape {matrix.shape}")
+        if len(top) > 1:
+            top[1].reshape_like(bottom[0])
+
+    def forward(self, bottom, top):
+        H = (bottom[2] if len(bottom) > 2 else self.infogain).data
+        self.H = H.reshape(self.channels, self.channels).to(bottom[0].data.dtype)
+        x = bottom[0].data.reshape(self.outer, self.channels, self.inner)
+        self.prob = torch.softmax(x, dim=1)
+        labels, valid = self.read_labels(bottom[1], self.channels, self.ignore_label)
+        self.labels = torch.where(valid, labels, torch.zeros_like(labels)).view(self.outer, self.inner)
+        self.valid = valid.view(self.outer, 1, self.inner)
+        rows = self.H[self.labels].permute(0, 2, 1)          # H[l(n,i), k] laid out as (n, k, i)
+        log_p = torch.log(self.prob.clamp(min=LOG_THRESHOLD))
+        loss = -(rows * log_p * self.valid).sum()
+        self.count = self.valid.sum()
+        top[0].data.copy_(loss / self.normalizer(self.outer, self.inner, self.count))
+        if len(top) > 1:
+            top[1].data.copy_(self.prob.view(top[1].shape))
+
+    def backward(self, top, propagate_down, bottom):
+        self.refuse_backward_to(propagate_down, 1)
+        self.refuse_backward_to(propagate_down, 2, "infogain matrix")
+        if not propagate_down[0]:
+            return
+        rows = self.H[self.labels].permute(0, 2, 1)
+        row_sums = self.H.sum(dim=1)[self.labels].unsqueeze(1)
+        grad = (self.prob * row_sums - rows) * self.valid
+        scale = self.loss_weight(top) / self.normalizer(self.outer, self.inner, self.count)
+        bottom[0].diff.copy_((grad * scale).view(bottom[0].shape))
+
+
+@register_layer("MultinomialLogisticLoss")
+class MultinomialLogisticLossLayer(LossLayer):
+    """Log loss on probabilities p (N x K) that some earlier layer produced:
+
+        E = -1/N * sum_n log(max(p[n, l(n)], 1e-20))
+        dE/dp[n,k] = -w/N / max(p[n, l(n)], 1e-20)  for k == l(n), else 0
+    """
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.expect(bottom[1].count(1) == 1,
+                    f"Expect: one label per sample (N x 1 x 1 x 1), Actual: label shape {bottom[1].shape}")
+
+    def forward(self, bottom, top):
+        num = bottom[0].shape[0]
+        p = bottom[0].data.reshape(num, -1)
+        labels, _ = self.read_labels(bottom[1], p.shape[1])
+        self.labels = labels.view(num, 1)
+        self.p_true = p.gather(1, self.labels).clamp(min=LOG_THRESHOLD)
+        top[0].data.copy_(-torch.log(self.p_true).sum() / num)
+
+    def backward(self, top, propagate_down, bottom):
+        self.refuse_backward_to(propagate_down, 1)
+        if not propagate_down[0]:
+            return
+        num = bottom[0].shape[0]
+        grad = torch.zeros_like(bottom[0].data).view(num, -1)
+        grad.scatter_(1, self.labels, -self.loss_weight(top) / num / self.p_true)
+        bottom[0].diff.copy_(grad.view(bottom[0].shape))

@@ -1,0 +1,316 @@
+"""Normalization layers: BatchNorm, Scale, Bias and MVN, as in BVLC Caffe 1.0.
+
+Caffe's BatchNorm only standardizes; the learned affine part (gamma, beta) is a separate Scale layer with
+`bias_term: true` placed after it.  Shapes are read as (outer, dim, inner) around the axes a layer works on,
+so every forward and backward is a handful of broadcast torch ops.
+"""
+import torch
+
+from ..core.filler import fill
+from ..core.layer import Layer
+from ..core.registry import create_layer, register_layer
+from ..errors import BrewnetError, LayerError
+from ..proto import caffe_pb2
+from ..core.blob import Blob
+
+
+@register_layer("BatchNorm")
+class BatchNormLayer(Layer):
+    """Standardize each channel c over the batch and the spatial positions:
+
+        y = (x - mean_c) / sqrt(var_c + eps)
+    TRAIN (use_global_stats false): mean and the biased variance come from this batch, and the running
+    statistics are updated in the three blobs [sum of means, sum of variances, scale factor s]:
+        s <- maf * s + 1;  blob0 <- maf * blob0 + mean;  blob1 <- maf * blob1 + m/(m-1) * var
+    (maf = moving_average_fraction, m = values per channel; m/(m-1) makes the stored variance unbiased).
+        dE/dx = (dy - mean(dy) - y * mean(dy * y)) / sqrt(var + eps)     means per channel
+    TEST (use_global_stats true, the default in the TEST phase): mean = blob0 / s, var = blob1 / s
+    (0 when s == 0), and dE/dx = dy / sqrt(var + eps).
+    The blobs are statistics, not parameters: they never receive a gradient.
+    """
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.param.batch_norm_param
+        self.moving_average_fraction = p.moving_average_fraction
+        self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") \
+            else self.phase == caffe_pb2.TEST
+        self.eps = p.eps
+        self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
+        if self.blobs:
+            expected = [(self.channels,), (self.channels,), (1,)]
+            self.expect(len(self.blobs) == 3 and all(b.count() == e[0] for b, e in zip(self.blobs, expected)),
+                        f"Expect: 3 blobs (mean, variance, scale factor) of {self.channels}, {self.channels} "
+                        f"and 1 values, Actual: {[b.shape for b in self.blobs]}")
+        else:
+            like = dict(dtype=bottom[0].dtype, device=bottom[0].device)
+            self.blobs = [Blob((self.channels,), name=f"{self.name}.0", **like),
+                          Blob((self.channels,), name=f"{self.name}.1", **like),
+                          Blob((1,), name=f"{self.name}.2", **like)]
+        # Caffe 1.0 pins every statistics blob to lr_mult 0: it appends `param { lr_mult: 0 }` to its own
+        # LayerParameter for each blob the prototxt leaves unspecified, and refuses a nonzero lr_mult.  We do
+        # the same on self.layer_param, so a Net reading layer.layer_param.param[i].lr_mult after setup (as
+        # Caffe's AppendParam does) never updates them, and we turn their param_propagate_down off.
+        specs = self.layer_param.param
+        for i in range(len(self.blobs)):
+            if i >= len(specs):
+                specs.add().lr_mult = 0.0
+            else:
+                self.expect(specs[i].lr_mult == 0.0,
+                            f"Expect: lr_mult 0 for the batch statistics (param {i}), "
+                            f"Actual: lr_mult {specs[i].lr_mult}. Cannot configure batch normalization "
+                            "statistics as layer parameters")
+            self.set_param_propagate_down(i, False)
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes > 1:
+            self.expect(bottom[0].shape[1] == self.channels,
+                        f"Expect: {self.channels} channels, Actual: {bottom[0].shape[1]} in shape {bottom[0].shape}")
+        top[0].reshape_like(bottom[0])
+        num = bottom[0].shape[0] if bottom[0].num_axes else 1
+        self.split = (num, self.channels, bottom[0].count() // max(1, num * self.channels))
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.split)
+        if self.use_global_stats:
+            s = self.blobs[2].data.reshape(())
+            factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
+            mean, var = self.blobs[0].data * factor, self.blobs[1].data * factor
+        else:
+            mean = x.mean(dim=(0, 2))
+            var = ((x - mean.view(1, -1, 1)) ** 2).mean(dim=(0, 2))
+            m = x.numel() // self.channels
+            correction = m / (m - 1) if m > 1 else 1.0
+            maf = self.moving_average_fraction
+            self.blobs[2].data.mul_(maf).add_(1)
+            self.blobs[0].data.mul_(maf).add_(mean)
+            self.blobs[1].data.mul_(maf).add_(var * correction)
+        self.std = torch.sqrt(var + self.eps).view(1, -1, 1)
+        self.x_norm = (x - mean.view(1, -1, 1)) / self.std
+        top[0].data.copy_(self.x_norm.view(top[0].shape))
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.split)
+        if self.use_global_stats:
+            dx = dy / self.std
+        else:
+            y = self.x_norm
+            dx = (dy - dy.mean(dim=(0, 2), keepdim=True)
+                  - y * (dy * y).mean(dim=(0, 2), keepdim=True)) / self.std
+        bottom[0].diff.copy_(dx.view(bottom[0].shape))
+
+
+def _param_shape(layer, blob, axis, num_axes, what):
+    """The shape of a learned blob applied to bottom axes [axis, axis + num_axes) (num_axes -1: to the end)."""
+    layer.expect(num_axes >= -1, f"Expect: num_axes >= -1 (-1: to the end of bottom 0), Actual: {num_axes}")
+    try:
+        axis = blob.canonical_axis_index(axis)
+    except BrewnetError as e:
+        raise LayerError(str(e), layer.name, layer.type) from None
+    if num_axes >= 0:
+        layer.expect(blob.num_axes >= axis + num_axes,
+                     f"Expect: the {what} blob to fit in bottom 0 from axis {axis}, Actual: {num_axes} axes "
+                     f"past bottom shape {blob.shape}")
+        return blob.shape[axis:axis + num_axes]
+    return blob.shape[axis:]
+
+
+def _broadcast_split(layer, bottom0, operand, axis_param, what):
+    """(outer, dim, inner) of bottom0 around the operand's axes, checking that the shapes agree."""
+    if operand.num_axes == 0:
+        axis = 0        # a scalar applies to everything
+    else:
+        try:
+            axis = bottom0.canonical_axis_index(axis_param)
+        except BrewnetError as e:
+            raise LayerError(str(e), layer.name, layer.type) from None
+    layer.expect(bottom0.num_axes >= axis + operand.num_axes and
+                 tuple(bottom0.shape[axis:axis + operand.num_axes]) == tuple(operand.shape),
+                 f"Expect: {what} shape equal to bottom 0's shape from axis {axis}, "
+                 f"Actual: {what} {operand.shape} vs. bottom {bottom0.shape}")
+    return bottom0.count(0, axis), operand.count(), bottom0.count(axis + operand.num_axes)
+
+
+@register_layer("Bias")
+class BiasLayer(Layer):
+    """y = x + b, with b broadcast over bottom axes [axis, axis + num_axes).
+
+    b is bottom[1] when given, else a learned blob (bias_param.filler, constant 0 by default).
+        dE/dx = dE/dy;   dE/db = sum of dE/dy over the broadcast axes (accumulated when b is a parameter)
+    """
+    min_bottom_blobs = 1
+    max_bottom_blobs = 2
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom, top):
+        if len(bottom) == 1 and not self.blobs:
+            p = self.param.bias_param
+            shape = _param_shape(self, bottom[0], p.axis, p.num_axes, "bias")
+            blob = Blob(shape, dtype=bottom[0].dtype, device=bottom[0].device, name=f"{self.name}.0")
+            self.blobs = [fill(p.filler, blob)]
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def _bias(self, bottom):
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def reshape(self, bottom, top):
+        self.split = _broadcast_split(self, bottom[0], self._bias(bottom), self.param.bias_param.axis, "bias")
+        if top[0] is not bottom[0]:
+            top[0].reshape_like(bottom[0])
+
+    def forward(self, bottom, top):
+        outer, dim, inner = self.split
+        b = self._bias(bottom).data.reshape(1, dim, 1)
+        y = top[0].data.view(self.split)
+        if top[0] is bottom[0]:
+            y.add_(b)
+        else:
+            y.copy_(bottom[0].data.view(self.split) + b)
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff.view(self.split)
+        if propagate_down[0] and top[0] is not bottom[0]:
+            bottom[0].diff.copy_(top[0].diff.view(bottom[0].shape))
+        db = dy.sum(dim=(0, 2))
+        if len(bottom) > 1:
+            if propagate_down[1]:
+                bottom[1].diff.copy_(db.view(bottom[1].shape))
+        elif self.param_propagate(0):
+            self.blobs[0].diff.add_(db.view(self.blobs[0].shape))
+
+
+@register_layer("Scale")
+class ScaleLayer(Layer):
+    """y = s * x (+ b), with s (and b) broadcast over bottom axes [axis, axis + num_axes).
+
+    s is bottom[1] when given, else a learned blob (scale_param.filler, constant 1 by default).  With
+    bias_term a learned bias b of the same shape follows (bias_filler, constant 0 by default); it is the last
+    of self.blobs, computed by an internal Bias layer sharing that blob, as in Caffe.
+        dE/dx = s * dE/dy;   dE/ds = sum of dE/dy * x over the broadcast axes;   dE/db = sum of dE/dy
+    Parameter diffs accumulate; a bottom scale's diff is overwritten.  Safe in place (x is kept).
+    """
+    min_bottom_blobs = 1
+    max_bottom_blobs = 2
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom, top):
+        p = self.param.scale_param
+        if len(bottom) == 1 and not self.blobs:
+            shape = _param_shape(self, bottom[0], p.axis, p.num_axes, "scale")
+            filler = caffe_pb2.FillerParameter()
+            if p.HasField("filler"):
+                filler.CopyFrom(p.filler)
+            else:
+                filler.type, filler.value = "constant", 1.0
+            blob = Blob(shape, dtype=bottom[0].dtype, device=bottom[0].device, name=f"{self.name}.0")
+            self.blobs = [fill(filler, blob)]
+        self.bias_layer = None
+        if p.bias_term:
+            self._setup_bias(bottom, top, p)
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def _setup_bias(self, bottom, top, p):
+        bias_param = caffe_pb2.LayerParameter()
+        bias_param.CopyFrom(self.layer_param)
+        # The inner layer must neither preload this layer's blobs nor put a loss weight on our top.
+        bias_param.ClearField("blobs")
+        bias_param.ClearField("loss_weight")
+        bias_param.type = "Bias"
+        bias_param.bias_param.axis = p.axis
+        bias_param.bias_param.num_axes = bottom[1].num_axes if len(bottom) > 1 else p.num_axes
+        bias_param.bias_param.filler.CopyFrom(p.bias_filler)
+        self.bias_layer = create_layer(bias_param)
+        self.bias_layer.setup([bottom[0]], top)
+        if len(self.blobs) + len(bottom) < 3:
+            # Fresh bias: adopt the one the inner layer created and filled.
+            self.blobs.append(self.bias_layer.blobs[0])
+        # (else the bias was preloaded as our last blob; it is handed to the inner layer on every call)
+
+    def _scale(self, bottom):
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def reshape(self, bottom, top):
+        self.split = _broadcast_split(self, bottom[0], self._scale(bottom), self.param.scale_param.axis, "scale")
+        if top[0] is not bottom[0]:
+            top[0].reshape_like(bottom[0])
+        if self.bias_layer is not None:
+            self.bias_layer.blobs = [self.blobs[-1]]
+            self.bias_layer.reshape([top[0]], top)
+
+    def forward(self, bottom, top):
+        outer, dim, inner = self.split
+        x = bottom[0].data.view(self.split)
+        # In place, the input is about to be overwritten but the scale's gradient needs it.
+        self.x = x.clone() if top[0] is bottom[0] else x
+        s = self._scale(bottom).data.reshape(1, dim, 1)
+        top[0].data.view(self.split).copy_(self.x * s)
+        if self.bias_layer is not None:
+            self.bias_layer.blobs = [self.blobs[-1]]
+            self.bias_layer.forward([top[0]], top)
+
+    def backward(self, top, propagate_down, bottom):
+        if self.bias_layer is not None and self.param_propagate(len(self.blobs) - 1):
+            self.bias_layer.blobs = [self.blobs[-1]]
+            self.bias_layer.param_propagate_down = [True]
+            self.bias_layer.backward(top, [False], [top[0]])
+        outer, dim, inner = self.split
+        dy = top[0].diff.view(self.split)
+        scale = self._scale(bottom)
+        learned = len(bottom) == 1
+        if (learned and self.param_propagate(0)) or (not learned and propagate_down[1]):
+            ds = (dy * self.x).sum(dim=(0, 2)).view(scale.shape)
+            if learned:
+                scale.diff.add_(ds)
+            else:
+                scale.diff.copy_(ds)
+        if propagate_down[0]:
+            dx = dy * scale.data.reshape(1, dim, 1)
+            bottom[0].diff.view(self.split).copy_(dx)
+
+
+def _legacy_shape(blob):
+    return tuple(blob.shape[i] if i < blob.num_axes else 1 for i in range(4))
+
+
+@register_layer("MVN")
+class MVNLayer(Layer):
+    """Mean-variance normalization of each sample's channels (or of each whole sample, across_channels):
+
+        y = x - mean                                (normalize_variance: false)
+        y = (x - mean) / (sqrt(var) + eps)          (normalize_variance: true; eps is added to the std)
+        dE/dx = dy - mean(dy)                                        without variance
+        dE/dx = (dy - mean(dy) - y * mean(dy * y)) / (sqrt(var) + eps)   with variance (Caffe's formula)
+    Means over H x W (or C x H x W).  The top is 4-D (num, channels, height, width), as in Caffe.
+    """
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def reshape(self, bottom, top):
+        self.expect(bottom[0].num_axes <= 4,
+                    f"Expect: a blob of at most 4 axes (N x C x H x W), Actual: shape {bottom[0].shape}")
+        shape = _legacy_shape(bottom[0])
+        top[0].reshape(shape)       # in place too: Caffe reshapes the shared blob to 4-D
+        groups = shape[0] if self.param.mvn_param.across_channels else shape[0] * shape[1]
+        self.split = (groups, bottom[0].count() // max(1, groups))
+
+    def forward(self, bottom, top):
+        p = self.param.mvn_param
+        x = bottom[0].data.reshape(self.split)
+        y = x - x.mean(dim=1, keepdim=True)
+        if p.normalize_variance:
+            self.std = (y * y).mean(dim=1, keepdim=True).sqrt() + p.eps
+            y = y / self.std
+        self.y = y
+        top[0].data.view(self.split).copy_(y)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.split)
+        dx = dy - dy.mean(dim=1, keepdim=True)
+        if self.param.mvn_param.normalize_variance:
+            dx = (dx - self.y * (dy * self.y).mean(dim=1, keepdim=True)) / self.std
+        bottom[0].diff.view(self.split).copy_(dx)

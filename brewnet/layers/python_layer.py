@@ -1,0 +1,160 @@
+"""Python: a layer written by the user in Python (Caffe's PythonLayer, `python_param { module layer param_str }`).
+
+The net imports `module` (from sys.path, which includes PYTHONPATH), instantiates its class `layer` with the
+LayerParameter, and from then on forwards every hook to it:
+
+    setup(bottom, top)                      once, after `param_str` and `phase` are set on the instance
+    reshape(bottom, top)                    before every forward
+    forward(bottom, top)
+    backward(top, propagate_down, bottom)
+
+as in pycaffe, `bottom` / `top` are lists of blob views whose `.data` / `.diff` are NumPy arrays sharing the
+blobs' memory (see brewnet.core.pyblob), and `self.blobs` lists the layer's parameter blobs, grown with
+`self.blobs.add_blob(*shape)`.  User classes derive from `PythonLayerBase` (what `caffe.Layer` names).
+A `loss_weight` works as on any layer: the weight sits in the top's diff for the user's backward to read.
+`share_in_parallel` is deprecated in Caffe and accepted without effect here.
+
+Anything the user's code raises is re-raised as a LayerError naming the layer, the class and the hook.
+"""
+import importlib
+import sys
+
+from ..core.layer import Layer
+from ..core.pyblob import PyBlob, PyBlobVec
+from ..core.registry import register_layer
+from ..errors import LayerError
+from ..proto import caffe_pb2
+
+
+class PythonLayerBase:
+    """Base class of user-written Python layers (pycaffe's `caffe.Layer`).
+
+    Attributes set by brewnet: `param_str` (python_param.param_str), `phase` (caffe_pb2.TRAIN / TEST),
+    `blobs` (the parameter blobs, with `add_blob(*shape)`), `layer_param` (the LayerParameter)."""
+    type = "Python"
+
+    def __init__(self, param=None):
+        self.layer_param = param
+        self.param_str = param.python_param.param_str if param is not None else ""
+        self.phase = param.phase if param is not None else caffe_pb2.TRAIN
+        self.blobs = PyBlobVec([])
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__} must implement reshape(bottom, top)")
+
+    def forward(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(bottom, top)")
+
+    def backward(self, top, propagate_down, bottom):
+        raise NotImplementedError(f"{type(self).__name__} must implement backward(top, propagate_down, bottom)")
+
+
+@register_layer("Python")
+class PythonLayer(Layer):
+    def __init__(self, param):
+        self.impl = None
+        super().__init__(param)
+        python_param = param.python_param
+        self.module_name, self.class_name = python_param.module, python_param.layer
+        self.expect(self.module_name and self.class_name,
+                    f"Expect: python_param with module and layer, Actual: module '{self.module_name}', "
+                    f"layer '{self.class_name}'")
+        self.qualified_name = f"{self.module_name}.{self.class_name}"
+        cls = self._load_class()
+        try:
+            impl = cls(param)
+        except Exception as error:
+            self._raise(error, "__init__")
+        impl.param_str = python_param.param_str
+        impl.phase = self.phase
+        impl.blobs = PyBlobVec(self.blobs, name_prefix=self.name)
+        self.impl = impl
+
+    # The parameter blobs live in this layer's list (the Net shares and saves them); the user's instance
+    # sees the same list through a PyBlobVec, rebound if the list itself is replaced.
+    @property
+    def blobs(self):
+        return self._blobs
+
+    @blobs.setter
+    def blobs(self, value):
+        self._blobs = value
+        if self.impl is not None:
+            self.impl.blobs = PyBlobVec(value, name_prefix=self.name)
+
+    def _load_class(self):
+        module = self._import()
+        cls = getattr(module, self.class_name, None)
+        if cls is None:
+            known = sorted(n for n, v in vars(module).items()
+                           if isinstance(v, type) and hasattr(v, "forward") and v is not PythonLayerBase)
+            raise LayerError(f"Python layer class '{self.class_name}' not found in module '{self.module_name}' "
+                             f"({getattr(module, '__file__', '?')}); layer classes there: {', '.join(known) or 'none'}",
+                             self.name, self.type)
+        if not callable(cls):
+            raise LayerError(f"'{self.qualified_name}' is not a class", self.name, self.type)
+        return cls
+
+    def _import(self):
+        try:
+            return importlib.import_module(self.module_name)
+        except ModuleNotFoundError as error:
+            missing = error.name or ""
+            if self.module_name == missing or self.module_name.startswith(missing + "."):
+                # A file created since the last import attempt may hide behind the finders' caches.
+                importlib.invalidate_caches()
+                try:
+                    return importlib.import_module(self.module_name)
+                except ModuleNotFoundError:
+                    pass
+                raise LayerError(f"cannot import Python layer module '{self.module_name}': not found on the "
+                                 f"search path (sys.path, which includes PYTHONPATH): {sys.path}",
+                                 self.name, self.type) from error
+            self._raise(error, "import")
+        except Exception as error:
+            self._raise(error, "import")
+
+    def _raise(self, error, hook):
+        where = (f"importing module '{self.module_name}'" if hook == "import"
+                 else f"{self.qualified_name}.{hook}")
+        raise LayerError(f"{where} raised {type(error).__name__}: {error}", self.name, self.type) from error
+
+    def _call(self, hook, *args, views=()):
+        method = getattr(self.impl, hook, None)
+        if method is None:
+            raise LayerError(f"Python layer class '{self.qualified_name}' has no method '{hook}'",
+                             self.name, self.type)
+        try:
+            method(*args)
+        except Exception as error:
+            self._raise(error, hook)
+        finally:
+            # Host copies of non-CPU blobs go back to the device (no-op on CPU).
+            for view in views:
+                view.flush()
+            flush_params = getattr(self.impl.blobs, "flush", None)
+            if flush_params is not None:
+                flush_params()
+
+    # --- hooks ---------------------------------------------------------------------------------------------
+    def layer_setup(self, bottom, top):
+        # Caffe sets these right before calling setup.
+        self.impl.param_str = self.param.python_param.param_str
+        self.impl.phase = self.phase
+        b, t = [PyBlob(x) for x in bottom], [PyBlob(x) for x in top]
+        self._call("setup", b, t, views=b + t)
+
+    def reshape(self, bottom, top):
+        b, t = [PyBlob(x) for x in bottom], [PyBlob(x) for x in top]
+        self._call("reshape", b, t, views=b + t)
+
+    def forward(self, bottom, top):
+        b, t = [PyBlob(x) for x in bottom], [PyBlob(x) for x in top]
+        self._call("forward", b, t, views=b + t)
+
+    def backward(self, top, propagate_down, bottom):
+        b, t = [PyBlob(x) for x in bottom], [PyBlob(x) for x in top]
+        self._call("backward", t, list(propagate_down), b, views=b + t)
