@@ -162,42 +162,30 @@ class Blob:
     # --- proto -----------------------------------------------------------------------------------------
     def from_proto(self, proto, reshape=True, source=None):
         """Load a BlobProto: `shape` or legacy num/channels/height/width, float or double values."""
+        from ..proto.weights import blob_to_array
         shape = proto_shape(proto)
         if reshape:
             self.reshape(shape)
         elif int(np.prod(shape, dtype=np.int64)) != self.count():
             raise BrewnetError(f"{source or 'BlobProto'}: shape {shape} does not match blob '{self.name}' "
                                f"of shape {self.shape}")
-        for values, target in (((proto.double_data, proto.data), "data"), ((proto.double_diff, proto.diff), "diff")):
-            double, single = values
-            array = np.asarray(double, dtype=np.float64) if len(double) else np.asarray(single, dtype=np.float32)
-            if array.size == 0:
+        where = source or f"blob '{self.name}'"
+        for diff in (False, True):
+            array = blob_to_array(proto, diff=diff, where=where)
+            if array is None or (array.size == 0 and self.count() != 0):
                 continue
-            if array.size != self.count():
-                raise BrewnetError(f"{source or 'BlobProto'}: {array.size} {target} values for a blob of "
-                                   f"shape {self.shape} ({self.count()} values)")
-            tensor = torch.from_numpy(array.reshape(self.shape)).to(device=self.device, dtype=self.dtype)
-            if target == "data":
-                self._data = tensor
-            else:
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).reshape(self.shape).to(self.device, self.dtype)
+            if diff:
                 self._diff = tensor
+            else:
+                self._data = tensor
         return self
 
     def to_proto(self, proto=None, write_diff=False, write_double=False):
         from ..proto import caffe_pb2
+        from ..proto.weights import fill_blob_proto
         proto = proto if proto is not None else caffe_pb2.BlobProto()
-        proto.Clear()
-        proto.shape.dim.extend(self.shape)
-        data = self._data.detach().cpu().numpy().ravel()
-        if write_double:
-            proto.double_data.extend(data.astype(np.float64).tolist())
-            if write_diff:
-                proto.double_diff.extend(self.diff.detach().cpu().numpy().ravel().astype(np.float64).tolist())
-        else:
-            proto.data.extend(data.astype(np.float32).tolist())
-            if write_diff:
-                proto.diff.extend(self.diff.detach().cpu().numpy().ravel().astype(np.float32).tolist())
-        return proto
+        return fill_blob_proto(proto, self._data, self.diff if write_diff else None, write_double)
 
     def __repr__(self):
         return f"Blob({self.name!r}, shape={self.shape})"

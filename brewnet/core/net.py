@@ -37,10 +37,11 @@ class Net:
             self.source = os.fspath(param)
             param = read_net_param(param)
         else:
+            from ..proto.upgrade import upgrade_net_as_needed
             self.source = "<NetParameter>"
             copy = caffe_pb2.NetParameter()
             copy.CopyFrom(param)
-            param = copy
+            param = upgrade_net_as_needed(copy, self.source)
         if phase is not None:
             param.state.phase = phase
         if level:
@@ -407,27 +408,31 @@ class Net:
     # --- weights ---------------------------------------------------------------------------------------------
     def copy_trained_layers_from(self, source):
         """Copy parameters by layer name from a caffemodel (path or NetParameter) or a .caffemodel.h5."""
-        from ..proto.weights import load_weights
+        from ..proto.weights import load_weights, shape_matches
         for layer_name, arrays in load_weights(source).items():
             if layer_name not in self._layer_index:
                 log.info("Ignoring source layer %s", layer_name)
                 continue
-            target = self.layers[self._layer_index[layer_name]].blobs
-            if len(arrays) != len(target) and not (len(arrays) < len(target) and _is_hdf5(source)):
+            layer_id = self._layer_index[layer_name]
+            target = self.layers[layer_id].blobs
+            if len(arrays) > len(target):
                 raise WeightsError(f"{_describe(source)}: Incompatible number of blobs for layer '{layer_name}': "
                                    f"the weights have {len(arrays)}, the net's layer has {len(target)}")
-            for j, array in enumerate(arrays):
-                blob = target[j]
-                shape = tuple(array.shape)
-                if shape != blob.shape:
-                    # Caffe accepts a legacy 4-D blob whose shape matches once leading 1s are dropped.
-                    if _squeeze_legacy(shape) != _squeeze_legacy(blob.shape) or \
-                            int(np.prod(shape)) != blob.count():
-                        raise WeightsError(
-                            f"{_describe(source)}: Cannot copy param {j} weights from layer '{layer_name}'; "
-                            f"shape mismatch.  Source param shape is {_shape_str(shape)}; target param shape "
-                            f"is {blob.shape_string()}. To learn this layer's parameters from scratch rather "
-                            "than copying from a saved net, rename the layer.")
+            for j, blob in enumerate(target):
+                array = arrays[j] if j < len(arrays) else None
+                if array is None:
+                    # An HDF5 file omits parameters owned by another layer; anything else is missing data.
+                    if self.param_owners[self.param_id_vecs[layer_id][j]] != -1 and _is_hdf5(source):
+                        continue
+                    raise WeightsError(f"{_describe(source)}: Incompatible number of blobs for layer "
+                                       f"'{layer_name}': no values for param {j} (the net's layer has "
+                                       f"{len(target)})")
+                if not shape_matches(blob.shape, array):
+                    raise WeightsError(
+                        f"{_describe(source)}: Cannot copy param {j} weights from layer '{layer_name}'; "
+                        f"shape mismatch.  Source param shape is {_shape_str(array.shape)}; target param shape "
+                        f"is {blob.shape_string()}. To learn this layer's parameters from scratch rather "
+                        "than copying from a saved net, rename the layer.")
                 blob.data.copy_(torch.from_numpy(np.ascontiguousarray(array)).reshape(blob.shape))
 
     copy_from = copy_trained_layers_from
@@ -522,18 +527,12 @@ def _fmt(x):
 
 
 def _shape_str(shape):
-    return " ".join(str(s) for s in shape) + f" ({int(np.prod(shape)) if shape else 1})"
-
-
-def _squeeze_legacy(shape):
-    shape = list(shape)
-    while len(shape) > 1 and shape[0] == 1:
-        shape.pop(0)
-    return tuple(shape)
+    return "".join(f"{s} " for s in shape) + f"({int(np.prod(shape)) if shape else 1})"
 
 
 def _is_hdf5(source):
-    return isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith((".h5", ".hdf5"))
+    from ..proto.weights import is_hdf5
+    return isinstance(source, (str, os.PathLike)) and is_hdf5(os.fspath(source))
 
 
 def _describe(source):

@@ -113,20 +113,25 @@ class DataTransformer:
             raise DataError(f"transform: Expect: an N x C x H x W batch, Actual: shape {tuple(batch.shape)}")
         num, channels, height, width = batch.shape
         _, out_h, out_w = self.output_shape((channels, height, width))
-        x = batch.to(self.device, non_blocking=True).to(self.dtype)
+        x = batch.to(self.device, non_blocking=True)
         if self.mean is not None:
             if tuple(self.mean.shape) != (channels, height, width):
                 raise DataError(f"mean file {self.mean_path}: Expect: mean of shape {(channels, height, width)} "
                                 f"(the data's), Actual: {tuple(self.mean.shape)}")
-            x = x - self.mean
-        elif len(self.mean_values):
-            if len(self.mean_values) not in (1, channels):
-                raise DataError(f"transform_param: Expect: 1 mean_value or one per channel ({channels}), "
-                                f"Actual: {len(self.mean_values)}")
-            x = x - self.mean_values.view(1, -1, 1, 1)
-        x = self._crop_and_mirror(x, out_h, out_w)
+            # the mean image is indexed at the uncropped position: subtract before cropping
+            x = self._crop_and_mirror(x.to(self.dtype) - self.mean, out_h, out_w)
+        else:
+            # crop the (uint8) input first: the float work then covers only the output pixels
+            x = self._crop_and_mirror(x, out_h, out_w).to(self.dtype)
+            if x.untyped_storage().data_ptr() == batch.untyped_storage().data_ptr():
+                x = x.clone()   # the in-place steps below must never write into the caller's tensor
+            if len(self.mean_values):
+                if len(self.mean_values) not in (1, channels):
+                    raise DataError(f"transform_param: Expect: 1 mean_value or one per channel ({channels}), "
+                                    f"Actual: {len(self.mean_values)}")
+                x.sub_(self.mean_values.view(1, -1, 1, 1))
         if self.scale != 1:
-            x = x * self.scale
+            x.mul_(self.scale)
         return x.contiguous()
 
     def _crop_and_mirror(self, x, out_h, out_w):
@@ -142,9 +147,9 @@ class DataTransformer:
             if flips is not None:
                 cols = torch.where(flips[:, None], cols.flip(1), cols)
             rows, cols = rows.to(x.device), cols.to(x.device)
-            index = torch.arange(num, device=x.device)[:, None, None]
-            # (N, h, w, C) gathered from the channels-last view, then back to N x C x h x w.
-            return x.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+            # two gathers along one axis each (rows, then columns): per-image offsets and flips in one go
+            x = torch.gather(x, 2, rows[:, None, :, None].expand(num, x.shape[1], out_h, width))
+            return torch.gather(x, 3, cols[:, None, None, :].expand(num, x.shape[1], out_h, out_w))
         h_off, w_off = (height - out_h) // 2, (width - out_w) // 2
         x = x[:, :, h_off:h_off + out_h, w_off:w_off + out_w]
         if flips is not None and bool(flips.any()):

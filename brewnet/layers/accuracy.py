@@ -14,7 +14,7 @@ import torch
 from ..core.layer import Layer
 from ..core.registry import register_layer
 from ..errors import BrewnetError, LayerError
-from .loss import LossLayer
+from .loss import read_labels
 
 
 @register_layer("Accuracy")
@@ -22,11 +22,6 @@ class AccuracyLayer(Layer):
     exact_num_bottom_blobs = 2
     min_top_blobs = 1
     max_top_blobs = 2
-
-    # Label reading and range checking are shared with the loss layers.
-    read_labels = LossLayer.read_labels
-    check_labels = LossLayer.check_labels
-    _label_name = LossLayer._label_name
 
     def layer_setup(self, bottom, top):
         p = self.param.accuracy_param
@@ -53,7 +48,7 @@ class AccuracyLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.outer, self.classes, self.inner)
-        labels, valid = self.read_labels(bottom[1], self.classes, self.ignore_label)
+        labels, valid = read_labels(self, bottom[1], self.classes, self.ignore_label)
         safe = torch.where(valid, labels, torch.zeros_like(labels))
         true_score = x.gather(1, safe.view(self.outer, 1, self.inner))
         better = (x >= true_score).sum(dim=1).view(-1) - 1     # the true class itself is not "better"

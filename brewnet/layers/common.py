@@ -199,7 +199,10 @@ class EltwiseLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         dy, y = top[0].diff, top[0].data
-        for i, b in enumerate(bottom):
+        # In place (top is bottom 0), writing bottom 0's diff overwrites dy: do that bottom last.
+        order = sorted(range(len(bottom)), key=lambda i: bottom[i] is top[0])
+        for i in order:
+            b = bottom[i]
             if not propagate_down[i]:
                 continue
             if self.op == EltwiseOp.PROD:
@@ -461,8 +464,10 @@ class FilterLayer(Layer):
 
 @register_layer("Parameter")
 class ParameterLayer(Layer):
-    """Parameter: exposes one learnable blob (shape from parameter_param.shape, zeros) as its top.  The top
-    shares the blob's data and diff, so whatever the consumers write into the top's diff is the gradient."""
+    """Parameter: exposes one learnable blob (shape from parameter_param.shape, zeros) as its top.  From the
+    first Forward on, the top shares the blob's data and diff, so whatever the consumers write into the top's
+    diff is the gradient.  As in Caffe, setup only shapes the top: values written into the top before the
+    first Forward are replaced by the parameter's (Caffe's golden cases depend on this)."""
     exact_num_bottom_blobs = 0
     exact_num_top_blobs = 1
 
@@ -471,7 +476,6 @@ class ParameterLayer(Layer):
         if not self.blobs:
             self.blobs = [Blob(shape, name=f"{self.name}.0")]
         top[0].reshape(shape)
-        self._share(top)
 
     def _share(self, top):
         top[0].reshape(self.blobs[0].shape)

@@ -32,6 +32,26 @@ FLT_MIN = 1.1754943508222875e-38
 _Norm = caffe_pb2.LossParameter
 
 
+def read_labels(layer, label_blob, num_classes, ignore_label=None):
+    """Labels as int64 (truncated like static_cast<int>) and the mask of non-ignored ones.
+
+    A non-ignored label outside [0, num_classes) raises a LayerError naming the value, the label bottom and
+    `layer`.  (Checking costs one device sync per forward; Caffe skips it and reads out of bounds.)
+    """
+    labels = label_blob.data.reshape(-1).to(torch.int64)
+    if ignore_label is not None:
+        valid = labels != ignore_label
+    else:
+        valid = torch.ones_like(labels, dtype=torch.bool)
+    bad = valid & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        value = int(labels[bad][0])
+        where = f"bottom '{layer.param.bottom[1]}'" if len(layer.param.bottom) > 1 else "bottom 1"
+        raise LayerError(f"Expect: label values in [0, {num_classes}), Actual: label value {value} ({where})",
+                         layer.name, layer.type)
+    return labels, valid
+
+
 class LossLayer(Layer):
     """Base of the two-bottom losses: (prediction, target) -> scalar; no gradient towards the target."""
     exact_num_bottom_blobs = 2
@@ -60,23 +80,8 @@ class LossLayer(Layer):
         if index < len(propagate_down) and propagate_down[index]:
             raise LayerError(f"cannot backpropagate to {what} inputs (bottom {index})", self.name, self.type)
 
-    def check_labels(self, labels, num_classes, valid):
-        """Raise a LayerError naming the first valid label outside [0, num_classes)."""
-        bad = valid & ((labels < 0) | (labels >= num_classes))
-        if bool(bad.any()):
-            value = int(labels[bad][0])
-            raise LayerError(f"Expect: label values in [0, {num_classes}), Actual: label value {value} "
-                             f"(bottom '{self._label_name()}')", self.name, self.type)
-
-    def _label_name(self):
-        return self.param.bottom[1] if len(self.param.bottom) > 1 else "1"
-
     def read_labels(self, label_blob, num_classes, ignore_label=None):
-        """Labels as int64 (truncated like static_cast<int>), the mask of non-ignored ones, both checked."""
-        labels = label_blob.data.reshape(-1).to(torch.int64)
-        valid = labels != ignore_label if ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
-        self.check_labels(labels, num_classes, valid)
-        return labels, valid
+        return read_labels(self, label_blob, num_classes, ignore_label)
 
 
 class NormalizedLoss(LossLayer):
@@ -251,6 +256,11 @@ class HingeLossLayer(LossLayer):
         E = 1/N * sum m        (norm L1)    or    1/N * sum m^2     (norm L2)
         dE/dx = w/N * s * [m > 0]           or    2w/N * s * m
     """
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.expect(bottom[1].count() == bottom[0].shape[0],
+                    f"Expect: one label per sample ({bottom[0].shape[0]}), Actual: label shape {bottom[1].shape}")
 
     def forward(self, bottom, top):
         num = bottom[0].shape[0]

@@ -305,7 +305,12 @@ class SPPLayer(Layer):
             self.levels = []
             for level in range(self.pyramid_height):
                 pool = PoolingLayer(self._level_param(level, h, w))
-                pool.setup([x], [Blob(dtype=x.dtype, device=x.device)])
+                try:
+                    pool.setup([x], [Blob(dtype=x.dtype, device=x.device)])
+                except LayerError as error:
+                    # Caffe refuses these too (e.g. an image too small for 2^level bins): name the SPP layer.
+                    raise LayerError(f"pyramid level {level} ({2 ** level} bins per side) on a {h}x{w} "
+                                     f"image: {error}", self.name, self.type) from None
                 self.levels.append(pool)
             self.image = (h, w)
         if self.pyramid_height == 1:

@@ -263,7 +263,8 @@ def save_hdf5(net, path, write_diff=False):
 
     `net` is a brewnet Net (shared parameters are skipped under ``data`` as Caffe does, found through
     `param_owners`), or a mapping ``{layer name: [param, ...]}`` where a param is a Blob (``.data``/``.diff``),
-    an array or tensor (data only), a ``(data, diff)`` pair, or None for a parameter owned by another layer.
+    an array or tensor (data only), a ``(data, diff)`` pair, or — for a parameter owned by another layer — None
+    or ``(None, diff)``.
     The file is written next to `path` and renamed into place, so readers never see half a file."""
     import h5py
     path = os.fspath(path)
@@ -309,7 +310,7 @@ def _layers_to_save(net, write_diff):
             if entry is None:
                 params.append((None, None, False))
             elif isinstance(entry, tuple):
-                params.append((entry[0], entry[1], True))
+                params.append((entry[0], entry[1], entry[0] is not None))
             elif hasattr(entry, "data") and hasattr(entry, "diff") and not isinstance(entry, np.ndarray):
                 params.append((entry.data, entry.diff if write_diff else None, True))
             else:

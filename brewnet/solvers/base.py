@@ -41,21 +41,13 @@ class SolverAction:
 
 
 def load_solver_param(path):
-    """Read a solver prototxt as Caffe's ReadSolverParamsFromTextFileOrDie does (upgrade, snapshot_prefix)."""
+    """Read a solver prototxt as Caffe's ReadSolverParamsFromTextFileOrDie does (solver_type upgraded,
+    snapshot_prefix defaulted); a misspelled field is a ProtoError naming it with file:line:col."""
     from ..proto.io import read_solver_param
     path = os.fspath(path)
     if not os.path.exists(path):
         raise SolverError(f"solver file not found: {path}")
-    param = read_solver_param(path)
-    if not param.HasField("snapshot_prefix"):
-        param.snapshot_prefix = os.path.splitext(path)[0]
-        log.info("snapshot_prefix was not specified and is set to %s", param.snapshot_prefix)
-    elif os.path.isdir(param.snapshot_prefix):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        param.snapshot_prefix = os.path.join(param.snapshot_prefix, stem)
-        log.info("snapshot_prefix was a directory and is replaced to %s", param.snapshot_prefix)
-    param._brewnet_source = path if False else None  # noqa  (protobuf messages take no attributes; see source)
-    return param
+    return read_solver_param(path)
 
 
 class Solver:

@@ -55,10 +55,11 @@ def solver_class(type_name, source="solver"):
     return _registry[type_name]
 
 
-def get_solver(param):
-    """Create the solver for `param`: a SolverParameter or the path of a solver prototxt (pycaffe's get_solver)."""
+def get_solver(param, source=None):
+    """Create the solver for `param`: a SolverParameter or the path of a solver prototxt (pycaffe's get_solver).
+    `source` names the solver file in messages (and locates relative net paths) when param is a message."""
     from .base import load_solver_param
-    source = "SolverParameter"
+    source = source or "SolverParameter"
     if isinstance(param, (str, os.PathLike)):
         source = os.fspath(param)
         param = load_solver_param(param)

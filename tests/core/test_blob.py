@@ -74,7 +74,7 @@ def test_proto_round_trip_new_and_legacy_shapes():
 def test_from_proto_rejects_wrong_value_count():
     bad = caffe_pb2.BlobProto(data=[1, 2, 3])
     bad.shape.dim.extend([2, 2])
-    with pytest.raises(BrewnetError, match="3 data values for a blob of shape"):
+    with pytest.raises(BrewnetError, match="holds 3 data values but its shape 2 x 2 needs 4"):
         Blob(name="w").from_proto(bad)
 
 

@@ -1,4 +1,6 @@
 """IDX files, plain and gzip."""
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ def test_round_trip(tmp_path, suffix):
 
 
 def test_bundled_digits(golden):
-    images = mnist.read_idx_images(golden.parent / "data" / "mnist10k" / "train-images-idx3-ubyte.gz")
+    images = mnist.read_idx_images(pathlib.Path(__file__).resolve().parents[2] / "data" / "mnist10k" / "train-images-idx3-ubyte.gz")
     assert images.shape == (8000, 28, 28)
     assert np.array_equal(images[:1000], np.load(golden / "files" / "mnist1000.npz")["images"])
 

@@ -179,6 +179,17 @@ def test_eltwise_prod_with_a_zero_input_needs_stable_grad():
     assert torch.isnan(a.diff[0]) and a.diff[1] == 4.0          # y / x = 0 / 0, as in Caffe
 
 
+def test_eltwise_sum_in_place_on_the_first_bottom():
+    a, b = blob([1.0, 2.0]), blob([10.0, 20.0])
+    layer = make_layer('type: "Eltwise" eltwise_param { coeff: 2 coeff: 3 }')
+    layer.setup([a, b], [a])
+    layer.Forward([a, b], [a])
+    assert torch.equal(a.data, tensor([32.0, 64.0]))
+    a.diff.copy_(tensor([1.0, -1.0]))
+    layer.Backward([a], [True, True], [a, b])
+    assert torch.equal(b.diff, tensor([3.0, -3.0])) and torch.equal(a.diff, tensor([2.0, -2.0]))
+
+
 @pytest.mark.parametrize("params", ["", "coeff: 0.5 coeff: -2 coeff: 3", "operation: PROD",
                                     "operation: PROD stable_prod_grad: false", "operation: MAX"])
 def test_eltwise_gradient(float64, params):
@@ -202,11 +213,11 @@ def test_eltwise_errors(params, shapes, match):
 
 @pytest.mark.parametrize("params,expected", [
     ("", 2.0),
-    ("operation: ASUM", 10.0),
-    ("operation: SUMSQ", 30.0),
-    ("operation: MEAN", 0.5),
+    ("operation: ASUM", 14.0),
+    ("operation: SUMSQ", 46.0),
+    ("operation: MEAN", 2.0 / 6),
     ("operation: SUM coeff: -2", -4.0),
-    ("operation: MEAN coeff: 4", 2.0),
+    ("operation: MEAN coeff: 4", 8.0 / 6),
 ])
 def test_reduction_all_axes(params, expected):
     x = blob([[1.0, -2.0], [3.0, 0.0], [4.0, -4.0]])      # axis 0: reduce everything to a scalar
@@ -214,9 +225,11 @@ def test_reduction_all_axes(params, expected):
     assert top.shape == () and float(top.data) == pytest.approx(expected)
 
 
-def test_reduction_default_axis_and_backward():
+def test_reduction_axes_and_backward():
     x = blob([[1.0, -2.0, 0.0], [3.0, 1.0, -1.0]])
     layer, (top,) = setup_forward('type: "Reduction" reduction_param { operation: ASUM coeff: 2 }', [x])
+    assert top.shape == () and float(top.data) == 16.0        # Caffe's default axis is 0: everything
+    layer, (top,) = setup_forward('type: "Reduction" reduction_param { operation: ASUM coeff: 2 axis: 1 }', [x])
     assert torch.equal(top.data, tensor([6.0, 10.0]))
     top.diff.copy_(tensor([1.0, -1.0]))
     layer.Backward([top], [True], [x])
@@ -357,7 +370,10 @@ def test_filter_gradient(float64):
 # --- Parameter --------------------------------------------------------------------------------------------
 
 def test_parameter_top_shares_data_and_diff():
-    layer, (top,) = setup_forward('type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }', [])
+    layer, top = make_layer('type: "Parameter" parameter_param { shape { dim: 2 dim: 3 } }'), Blob()
+    layer.setup([], [top])
+    top.data.fill_(9.0)                                       # before the first Forward: the top's own memory,
+    layer.Forward([], [top])                                  # then replaced by the parameter (as Caffe)
     p = layer.blobs[0]
     assert p.shape == (2, 3) and top.shape == (2, 3) and torch.equal(p.data, torch.zeros(2, 3))
     p.data.fill_(1.5)

@@ -243,9 +243,11 @@ def test_hinge_hand_computed(norm, loss, grad):
     assert_close(x.diff, grad)
 
 
-def test_hinge_label_out_of_range():
+def test_hinge_label_errors():
     with pytest.raises(LayerError, match="label value 3"):
         run(make('type: "HingeLoss"'), [blob(torch.zeros(2, 3)), blob([0.0, 3.0])])
+    with pytest.raises(LayerError, match="one label per sample"):
+        run(make('type: "HingeLoss"'), [blob(torch.zeros(2, 3)), blob(torch.zeros(2, 2))])
 
 
 @pytest.mark.parametrize("norm", ["L1", "L2"])

@@ -1,0 +1,157 @@
+"""SGD with momentum (Caffe's SGDSolver), and the update pipeline every other solver reuses.
+
+apply_update, for the learning rate lr of the current iteration (lr_policy.py):
+
+    clip_gradients            if clip_gradients >= 0 and ||g||_2 (over all parameters) > clip_gradients:
+                              g *= clip_gradients / ||g||_2
+    for each parameter w with gradient g (= w.diff):
+      normalize               g /= iter_size
+      regularize              L2: g += decay * w        L1: g += decay * sign(w)
+                              decay = weight_decay * decay_mult(w)
+      compute_update_value    SGD: h = momentum * h + lr * lr_mult(w) * g;  g = h
+    net.update()              w -= g
+    iter += 1
+
+Caffe's momentum keeps the learning rate inside the history (h = m·h + lr·g), unlike torch.optim's
+v = m·v + g; w -= lr·v — the two differ as soon as the rate changes, so the rules here are written out.
+The history (one blob per learnable parameter; Adam and AdaDelta keep two) is what the solverstate saves.
+"""
+import numpy as np
+import torch
+
+from ..core.blob import Blob
+from ..errors import SolverError
+from ..proto import caffe_pb2
+from ..proto.io import read_binary, write_binary
+from . import lr_policy, snapshot as snap
+from .base import Solver, _g, log
+from .registry import register_solver
+
+F = np.float32
+
+
+@register_solver("SGD")
+class SGDSolver(Solver):
+    # How many history blobs each learnable parameter has (Adam and AdaDelta: 2).
+    history_per_param = 1
+
+    def pre_solve(self):
+        params = self.net.learnable_params
+        self.history = [Blob(p.shape, dtype=p.dtype, device=p.device, name=f"history.{i}")
+                        for _ in range(self.history_per_param) for i, p in enumerate(params)]
+
+    # --- the pipeline ----------------------------------------------------------------------------------------
+    def get_learning_rate(self):
+        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step)
+        return rate
+
+    def apply_update(self):
+        rate = self.get_learning_rate()
+        if self.param.display and self.iter % self.param.display == 0:
+            log.info("Iteration %d, lr = %s", self.iter, _g(rate))
+        with torch.no_grad():
+            self.clip_gradients()
+            for param_id in range(len(self.net.learnable_params)):
+                self.normalize(param_id)
+                self.regularize(param_id)
+                self.compute_update_value(param_id, rate)
+        self.net.update()
+        self.iter += 1
+
+    def clip_gradients(self):
+        clip = self.param.clip_gradients
+        if clip < 0:
+            return
+        params = self.net.learnable_params
+        l2norm = float(np.sqrt(F(sum(F(p.sumsq_diff()) for p in params))))
+        if l2norm > clip:
+            scale = float(F(clip) / F(l2norm))
+            log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
+                     _g(l2norm), _g(clip), _g(scale))
+            for p in params:
+                p.scale_diff(scale)
+
+    def normalize(self, param_id):
+        if self.param.iter_size == 1:
+            return
+        self.net.learnable_params[param_id].diff.mul_(float(F(1) / F(self.param.iter_size)))
+
+    def regularize(self, param_id):
+        param = self.net.learnable_params[param_id]
+        local_decay = float(F(self.param.weight_decay) * F(self.net.params_weight_decay[param_id]))
+        if not local_decay:
+            return
+        if self.param.regularization_type == "L2":
+            param.diff.add_(param.data, alpha=local_decay)
+        else:   # L1 (validated at construction)
+            param.diff.add_(torch.sign(param.data), alpha=local_decay)
+
+    def local_rate(self, param_id, rate):
+        return float(F(rate) * F(self.net.params_lr[param_id]))
+
+    def compute_update_value(self, param_id, rate):
+        g = self.net.learnable_params[param_id].diff
+        h = self.history[param_id].data
+        h.mul_(float(F(self.param.momentum))).add_(g, alpha=self.local_rate(param_id, rate))
+        g.copy_(h)
+
+    # --- solver state ----------------------------------------------------------------------------------------
+    def snapshot_solver_state(self, model_filename):
+        if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+            filename = self.snapshot_filename(".solverstate.h5")
+            log.info("Snapshotting solver state to HDF5 file %s", filename)
+            snap.write_hdf5_state(filename, self.iter, model_filename, self.current_step,
+                                  [h.data.detach().cpu().numpy() for h in self.history])
+        else:
+            filename = self.snapshot_filename(".solverstate")
+            state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_filename,
+                                          current_step=self.current_step)
+            for h in self.history:
+                h.to_proto(state.history.add())
+            log.info("Snapshotting solver state to binary proto file %s", filename)
+            write_binary(state, filename)
+        return filename
+
+    def restore_solver_state_from_binary_proto(self, state_file):
+        state = read_binary(state_file, caffe_pb2.SolverState())
+        self.iter = state.iter
+        if state.HasField("learned_net"):
+            self._load_learned_net(state.learned_net, state_file)
+        self.current_step = state.current_step
+        self._check_history_length(len(state.history), state_file)
+        log.info("SGDSolver: restoring history")
+        from ..core.blob import proto_shape
+        for i, blob_proto in enumerate(state.history):
+            self._check_history_shape(i, proto_shape(blob_proto), state_file)
+            self.history[i].from_proto(blob_proto, reshape=False, source=f"{state_file} history {i}")
+
+    def restore_solver_state_from_hdf5(self, state_file):
+        it, learned_net, current_step, history = snap.read_hdf5_state(state_file)
+        self.iter = it
+        if learned_net is not None:
+            self._load_learned_net(learned_net, state_file)
+        self.current_step = current_step
+        self._check_history_length(len(history), state_file)
+        for i, array in enumerate(history):
+            self._check_history_shape(i, array.shape, state_file)
+            h = self.history[i]
+            h.data.copy_(torch.from_numpy(np.ascontiguousarray(array)).reshape(h.shape))
+
+    def _check_history_length(self, count, state_file):
+        if count != len(self.history):
+            raise SolverError(f"{state_file}: Incorrect length of history blobs: the state has {count}, "
+                              f"{type(self).__name__} for this net needs {len(self.history)} "
+                              f"({self.history_per_param} per learnable parameter)")
+
+    def _check_history_shape(self, index, shape, state_file):
+        expected = self.history[index].shape
+        if tuple(shape) != tuple(expected) and int(np.prod(shape)) != int(np.prod(expected)):
+            raise SolverError(f"{state_file}: history blob {index} (for {self._param_label(index)}) has shape "
+                              f"{tuple(shape)}, the net's parameter has shape {tuple(expected)}")
+
+    def _param_label(self, history_index):
+        """'layer ip1, param 0' for the learnable parameter a history blob belongs to."""
+        learnable = history_index % len(self.net.learnable_params)
+        owned = [i for i, owner in enumerate(self.net.param_owners) if owner < 0]
+        layer_id, param_id = self.net.param_layer_indices[owned[learnable]]
+        return f"layer '{self.net.layer_names[layer_id]}', param {param_id}"

@@ -1,0 +1,337 @@
+"""The `caffe` / `brewnet` program: Caffe's tools/caffe.cpp, its commands and flags verbatim (book 5.1.3-5.1.6).
+
+    caffe train -solver S [-snapshot X.solverstate | -weights a.caffemodel[,b.caffemodel]] [-gpu 0|0,1|all]
+                [-level L] [-stage s1,s2] [-sigint_effect stop|snapshot|none] [-sighup_effect ...]
+    caffe test  -model M -weights W [-iterations 50] [-gpu 0] [-level L] [-stage s]
+    caffe time  -model M [-iterations 50] [-phase TRAIN|TEST] [-gpu 0]
+    caffe device_query [-gpu 0|all]
+
+`brewnet <tool> args...` runs any other tool of brewnet.tools (convert_mnist_data, compute_image_mean,
+upgrade_net_proto_text, parse_log, plot_training_log, ...) with the arguments that follow.
+
+Exit status 0 on success, 1 on a user error (logged as a glog 'F' line naming the file, layer or value).
+"""
+import importlib
+import importlib.util
+import sys
+import time as _time
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..core import common
+from ..core.net import Net
+from ..errors import BrewnetError, SolverError
+from ..log import get_logger, init_log
+from ..proto import caffe_pb2
+from ..solvers import get_solver, load_solver_param
+from .flags import FlagError, HelpRequested, VersionRequested, parse_flags
+from .signal_handler import SignalHandler, action_from_flag
+
+log = get_logger("caffe")
+
+USAGE = ("command line brew\n"
+         "usage: caffe <command> <args>\n\n"
+         "commands:\n"
+         "  train           train or finetune a model\n"
+         "  test            score a model\n"
+         "  device_query    show GPU diagnostic information\n"
+         "  time            benchmark model execution time\n\n"
+         "  (brewnet <tool> <args> runs another brewnet tool: convert_mnist_data, parse_log, ...)")
+
+FLAGS = {
+    "gpu": ("", "Optional; run in GPU mode on given device IDs separated by ','.Use '-gpu all' to run on all "
+                "available GPUs. The effective training batch size is multiplied by the number of devices."),
+    "solver": ("", "The solver definition protocol buffer text file."),
+    "model": ("", "The model definition protocol buffer text file."),
+    "phase": ("", "Optional; network phase (TRAIN or TEST). Only used for 'time'."),
+    "level": (0, "Optional; network level."),
+    "stage": ("", "Optional; network stages (not to be confused with phase), separated by ','."),
+    "snapshot": ("", "Optional; the snapshot solver state to resume training."),
+    "weights": ("", "Optional; the pretrained weights to initialize finetuning, separated by ','. Cannot be "
+                    "set simultaneously with snapshot."),
+    "iterations": (50, "The number of iterations to run."),
+    "sigint_effect": ("stop", "Optional; action to take when a SIGINT signal is received: snapshot, stop or "
+                              "none."),
+    "sighup_effect": ("snapshot", "Optional; action to take when a SIGHUP signal is received: snapshot, stop "
+                                  "or none."),
+}
+
+# Modules of brewnet.tools that are not commands of their own.
+_NOT_TOOLS = {"cli", "flags", "tool_flags", "signal_handler"}
+
+
+# --- helpers shared by the commands --------------------------------------------------------------------------
+def get_gpus(flag):
+    """'' -> [], 'all' -> every CUDA device, '0,2' -> [0, 2]."""
+    if flag == "all":
+        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    if not flag:
+        return []
+    try:
+        return [int(x) for x in flag.split(",")]
+    except ValueError:
+        raise BrewnetError(f"-gpu: Expect: device ids separated by ',' or 'all', Actual: '{flag}'") from None
+
+
+def get_phase(flag, default):
+    if flag == "":
+        return default
+    if flag not in ("TRAIN", "TEST"):
+        raise BrewnetError(f"phase must be \"TRAIN\" or \"TEST\", got \"{flag}\"")
+    return caffe_pb2.TRAIN if flag == "TRAIN" else caffe_pb2.TEST
+
+
+def get_stages(flag):
+    # Caffe splits the flag as given: an empty -stage is one empty stage name, as in its logs.
+    return flag.split(",")
+
+
+def use_device(gpus, what="Use GPU with device ID"):
+    if not gpus:
+        log.info("Use CPU.")
+        common.set_mode_cpu()
+        return
+    if not torch.cuda.is_available():
+        raise BrewnetError(f"-gpu {','.join(map(str, gpus))}: no CUDA device is available "
+                           "(torch.cuda.is_available() is False); leave out -gpu to run on the CPU")
+    log.info("%s %d", what, gpus[0])
+    log.info("GPU device name: %s", torch.cuda.get_device_name(gpus[0]))
+    common.set_device(gpus[0])
+    common.set_mode_gpu()
+
+
+def _cuda_sync():
+    if common.mode() == common.GPU:
+        torch.cuda.synchronize()
+
+
+def _g(x):
+    return "%g" % float(x)
+
+
+def _output_names(net):
+    return [net.blob_names[i] for i in net.output_blob_ids]
+
+
+# --- commands ------------------------------------------------------------------------------------------------
+def train(flags):
+    if not flags["solver"]:
+        raise BrewnetError("Need a solver definition to train (-solver).")
+    if flags["snapshot"] and flags["weights"]:
+        raise BrewnetError("Give a snapshot to resume training or weights to finetune but not both.")
+    solver_param = load_solver_param(flags["solver"])
+    solver_param.train_state.level = flags["level"]
+    solver_param.train_state.stage.extend(get_stages(flags["stage"]))
+    gpu_flag = flags["gpu"]
+    if not gpu_flag and solver_param.HasField("solver_mode") and \
+            solver_param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        if torch.cuda.is_available():
+            gpu_flag = str(solver_param.device_id) if solver_param.HasField("device_id") else "0"
+        else:
+            log.warning("solver_mode is GPU but no CUDA device is available: training on the CPU")
+    gpus = get_gpus(gpu_flag)
+    if not gpus:
+        log.info("Use CPU.")
+        common.set_mode_cpu()
+    else:
+        if not torch.cuda.is_available():
+            raise BrewnetError(f"-gpu {gpu_flag}: no CUDA device is available (torch.cuda.is_available() is "
+                               "False); leave out -gpu to run on the CPU")
+        log.info("Using GPUs %s", ", ".join(str(g) for g in gpus))
+        for g in gpus:
+            log.info("GPU %d: %s", g, torch.cuda.get_device_name(g))
+        solver_param.device_id = gpus[0]
+        common.set_device(gpus[0])
+        common.set_mode_gpu()
+    sigint = action_from_flag(flags["sigint_effect"], "sigint_effect")
+    sighup = action_from_flag(flags["sighup_effect"], "sighup_effect")
+    if flags["snapshot"]:
+        del solver_param.weights[:]
+    elif flags["weights"]:
+        del solver_param.weights[:]
+        solver_param.weights.append(flags["weights"])
+    if len(gpus) > 1:
+        raise SolverError(f"Multi-GPU training (-gpu {gpu_flag}) is not available in this build: train on one "
+                          "device (-gpu 0)")
+    with SignalHandler(sigint, sighup) as handler:
+        solver = get_solver(solver_param, source=flags["solver"])
+        solver.set_action_function(handler.check_for_signals)
+        if flags["snapshot"]:
+            log.info("Resuming from %s", flags["snapshot"])
+            solver.restore(flags["snapshot"])
+        log.info("Starting Optimization")
+        try:
+            solver.solve()
+        finally:
+            _close_nets([solver.net] + list(solver.test_nets))
+    log.info("Optimization Done.")
+    return 0
+
+
+def test(flags):
+    if not flags["model"]:
+        raise BrewnetError("Need a model definition to score (-model).")
+    if not flags["weights"]:
+        raise BrewnetError("Need model weights to score (-weights).")
+    use_device(get_gpus(flags["gpu"]))
+    net = Net(flags["model"], phase=caffe_pb2.TEST, level=flags["level"], stages=get_stages(flags["stage"]))
+    try:
+        for weights in flags["weights"].split(","):
+            net.copy_trained_layers_from(weights.strip())
+        iterations = flags["iterations"]
+        log.info("Running for %d iterations.", iterations)
+        names = _output_names(net)
+        scores, loss = None, np.float32(0)
+        for i in range(iterations):
+            iter_loss = net.forward()
+            loss += np.float32(iter_loss)
+            values = [b.data.detach().to("cpu", torch.float32).numpy().ravel().copy() for b in net.output_blobs]
+            for name, vec in zip(names, values):
+                for score in vec:
+                    log.info("Batch %d, %s = %s", i, name, _g(score))
+            # float sums, as Caffe: the printed means agree digit for digit
+            scores = values if scores is None else [s + v for s, v in zip(scores, values)]
+        log.info("Loss: %s", _g(loss / np.float32(iterations)))
+        for blob_id, name, total in zip(net.output_blob_ids, names, scores or []):
+            weight = np.float32(net.blob_loss_weights[blob_id])
+            for score in total:
+                mean = score / np.float32(iterations)
+                suffix = f" (* {_g(weight)} = {_g(weight * mean)} loss)" if weight else ""
+                log.info("%s = %s%s", name, _g(mean), suffix)
+    finally:
+        net.close()
+    return 0
+
+
+def time(flags):
+    if not flags["model"]:
+        raise BrewnetError("Need a model definition to time (-model).")
+    phase = get_phase(flags["phase"], caffe_pb2.TRAIN)
+    use_device(get_gpus(flags["gpu"]))
+    net = Net(flags["model"], phase=phase, level=flags["level"], stages=get_stages(flags["stage"]))
+    try:
+        _benchmark(net, flags["iterations"])
+    finally:
+        net.close()
+    return 0
+
+
+def _benchmark(net, iterations):
+    # One clean pass first, so that memory is allocated and later passes are stable.
+    log.info("Performing Forward")
+    initial_loss = net.forward()
+    log.info("Initial loss: %s", _g(initial_loss))
+    log.info("Performing Backward")
+    net.backward()
+    layers = net.layers
+    log.info("*** Benchmark begins ***")
+    log.info("Testing for %d iterations.", iterations)
+    forward_per_layer, backward_per_layer = [0.0] * len(layers), [0.0] * len(layers)
+    forward_total = backward_total = 0.0
+    clock = _time.perf_counter
+    total_start = clock()
+    with torch.no_grad():
+        for j in range(iterations):
+            iter_start = clock()
+            for i, layer in enumerate(layers):
+                start = clock()
+                layer.Forward(net.bottom_vecs[i], net.top_vecs[i])
+                _cuda_sync()
+                forward_per_layer[i] += clock() - start
+            forward_total += clock() - iter_start
+            backward_start = clock()
+            for i in range(len(layers) - 1, -1, -1):
+                start = clock()
+                layers[i].Backward(net.top_vecs[i], net.bottom_need_backward[i], net.bottom_vecs[i])
+                _cuda_sync()
+                backward_per_layer[i] += clock() - start
+            backward_total += clock() - backward_start
+            log.info("Iteration: %d forward-backward time: %s ms.", j + 1, _g((clock() - iter_start) * 1e3))
+    total = clock() - total_start
+    n = max(iterations, 1)
+    log.info("Average time per layer: ")
+    for i, layer in enumerate(layers):
+        log.info("%10s\tforward: %s ms.", layer.name, _g(forward_per_layer[i] * 1e3 / n))
+        log.info("%10s\tbackward: %s ms.", layer.name, _g(backward_per_layer[i] * 1e3 / n))
+    log.info("Average Forward pass: %s ms.", _g(forward_total * 1e3 / n))
+    log.info("Average Backward pass: %s ms.", _g(backward_total * 1e3 / n))
+    log.info("Average Forward-Backward: %s ms.", _g(total * 1e3 / n))
+    log.info("Total Time: %s ms.", _g(total * 1e3))
+    log.info("*** Benchmark ends ***")
+
+
+def device_query(flags):
+    log.info("Querying GPUs %s", flags["gpu"])
+    if not torch.cuda.is_available():
+        log.info("No CUDA device is available (torch %s, CPU only; %d threads)", torch.__version__,
+                 torch.get_num_threads())
+        return 1 if flags["gpu"] else 0
+    for g in get_gpus(flags["gpu"] or "all"):
+        p = torch.cuda.get_device_properties(g)
+        log.info("Device id:                     %d", g)
+        log.info("Major revision number:         %d", p.major)
+        log.info("Minor revision number:         %d", p.minor)
+        log.info("Name:                          %s", p.name)
+        log.info("Total global mem:              %d", p.total_memory)
+        log.info("Number of multiprocessors:     %d", p.multi_processor_count)
+    return 0
+
+
+COMMANDS = {"train": train, "test": test, "time": time, "device_query": device_query}
+
+
+def _close_nets(nets):
+    for net in nets:
+        net.close()
+
+
+def find_tool(name):
+    """The module brewnet.tools.<name> when it is a tool with a main(argv), else None."""
+    name = name[:-3] if name.endswith(".py") else name
+    if name in _NOT_TOOLS or not name.isidentifier():
+        return None
+    if importlib.util.find_spec(f"{__package__}.{name}") is None:
+        return None
+    module = importlib.import_module(f"{__package__}.{name}")
+    return module if callable(getattr(module, "main", None)) else None
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    init_log()
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        tool = find_tool(argv[0])
+        if tool is not None:
+            return tool.main(argv[1:]) or 0
+    try:
+        flags, positional = parse_flags(argv, FLAGS, USAGE)
+    except HelpRequested as request:
+        print(request.text)
+        return 0
+    except VersionRequested:
+        print(f"caffe version 1.0.0 (brewnet {__version__})")
+        return 0
+    except FlagError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if len(positional) != 1:
+        print(USAGE, file=sys.stderr)
+        return 1
+    command = COMMANDS.get(positional[0])
+    if command is None:
+        log.error("Available caffe actions:")
+        for name in sorted(COMMANDS):
+            log.error("\t%s", name)
+        log.critical("Unknown action: %s", positional[0])
+        return 1
+    try:
+        return command(flags)
+    except BrewnetError as error:
+        log.critical("%s", error)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Data layer: the batches Caffe's own Data layer produced (golden/files), labels, errors, shutdown."""
+import threading
+
+import numpy as np
+import pytest
+
+from brewnet.data import db as dbm
+from brewnet.errors import LayerError, DataError
+from brewnet.proto import caffe_pb2
+from brewnet.proto.io import write_binary
+
+from ._data_helpers import layer_from_file, layer_from_text, setup
+
+CASES = ["datalayer_mnist", "datalayer_mnist_leveldb", "datalayer_images_raw", "datalayer_images_gray32",
+         "datalayer_images_encoded_color", "datalayer_images_encoded_force_gray"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_batches(golden, monkeypatch, case):
+    """Crop centre, mean file / mean values, scale, LevelDB, encoded PNG: Caffe's first three batches."""
+    monkeypatch.chdir(golden / "files")
+    expected = np.load(f"{case}.npz")
+    layer = layer_from_file(f"{case}.prototxt")
+    top = setup(layer)
+    try:
+        assert top[0].shape == expected["batch0/data"].shape
+        for k in range(3):
+            layer.Forward([], top)
+            np.testing.assert_allclose(top[0].data.numpy(), expected[f"batch{k}/data"], rtol=1e-6, atol=1e-6)
+            assert np.array_equal(top[1].data.numpy(), expected[f"batch{k}/label"])
+    finally:
+        layer.close()
+
+
+def test_without_label_top(golden, monkeypatch):
+    monkeypatch.chdir(golden / "files")
+    layer = layer_from_text('name: "d" type: "Data" top: "data" '
+                            'data_param { source: "mnist1000_lmdb" backend: LMDB batch_size: 2 }')
+    top = setup(layer, 1)
+    layer.Forward([], top)
+    layer.close()
+    images = np.load("mnist1000.npz")["images"][:2]
+    assert np.array_equal(top[0].data.numpy()[:, 0], images.astype(np.float32))
+
+
+def test_close_joins_threads(golden, monkeypatch):
+    monkeypatch.chdir(golden / "files")
+    before = set(threading.enumerate())
+    layer = layer_from_text('name: "d" type: "Data" top: "data" top: "label" '
+                            'data_param { source: "mnist1000_lmdb" backend: LMDB batch_size: 100 prefetch: 2 }')
+    top = setup(layer)
+    layer.Forward([], top)
+    assert len(set(threading.enumerate()) - before) == 2
+    layer.close()
+    layer.stop()   # idempotent alias
+    assert set(threading.enumerate()) == before
+    assert not dbm._lmdb_envs
+
+
+def test_missing_db(tmp_path):
+    layer = layer_from_text(f'name: "d" type: "Data" top: "data" '
+                            f'data_param {{ source: "{tmp_path / "no_lmdb"}" backend: LMDB batch_size: 2 }}')
+    with pytest.raises(LayerError, match="no_lmdb' does not exist"):
+        setup(layer)
+
+
+def test_record_not_a_datum_names_key(tmp_path):
+    with dbm.open_db(tmp_path / "db", "lmdb", dbm.NEW) as database:
+        txn = database.transaction()
+        txn.put("00000000", caffe_pb2.Datum(channels=1, height=1, width=1, data=b"\x01").SerializeToString())
+        txn.put("00000001", b"\xff\xfe not a datum")
+        txn.commit()
+    layer = layer_from_text(f'name: "d" type: "Data" top: "data" '
+                            f'data_param {{ source: "{tmp_path / "db"}" backend: LMDB batch_size: 2 }}')
+    top = setup(layer, 1)
+    try:
+        with pytest.raises(DataError, match="00000001.*not a serialized Datum"):
+            layer.Forward([], top)
+    finally:
+        layer.close()
+
+
+def test_mean_file_shape_mismatch(golden, tmp_path):
+    proto = caffe_pb2.BlobProto(num=1, channels=3, height=28, width=28)
+    proto.data.extend([0.0] * (3 * 28 * 28))
+    write_binary(proto, tmp_path / "mean.binaryproto")
+    layer = layer_from_text(f'name: "d" type: "Data" top: "data" '
+                            f'transform_param {{ mean_file: "{tmp_path / "mean.binaryproto"}" }} '
+                            f'data_param {{ source: "{golden / "files" / "mnist1000_lmdb"}" batch_size: 2 '
+                            f'backend: LMDB }}')
+    top = setup(layer, 1)
+    try:
+        with pytest.raises(DataError, match=r"Expect: mean of shape \(1, 28, 28\).*Actual: \(3, 28, 28\)"):
+            layer.Forward([], top)
+    finally:
+        layer.close()
+
+
+def test_train_phase_random_crop_stays_inside(golden):
+    layer = layer_from_text(f'name: "d" type: "Data" top: "data" top: "label" '
+                            f'transform_param {{ crop_size: 20 mirror: true }} '
+                            f'data_param {{ source: "{golden / "files" / "mnist1000_lmdb"}" batch_size: 8 '
+                            f'backend: LMDB }}', phase=caffe_pb2.TRAIN)
+    top = setup(layer)
+    layer.Forward([], top)
+    layer.close()
+    images = np.load(golden / "files" / "mnist1000.npz")["images"][:8].astype(np.float32)
+    for i in range(8):   # each output is some 20x20 window of its digit, maybe mirrored
+        windows = [w for h in range(9) for x in range(9) for w in (images[i, h:h + 20, x:x + 20],
+                                                                    images[i, h:h + 20, x:x + 20][:, ::-1])]
+        assert any(np.array_equal(top[0].data.numpy()[i, 0], w) for w in windows)
