@@ -11,7 +11,7 @@ import torch
 from ..errors import BrewnetError
 
 CPU, GPU = "CPU", "GPU"
-_state = {"mode": CPU, "device_id": 0, "dtype": torch.float32}
+_state = {"mode": CPU, "device_id": 0, "dtype": torch.float32, "solver_count": 1, "solver_rank": 0}
 
 
 def set_mode_cpu():
@@ -57,3 +57,25 @@ def default_dtype():
 def set_default_dtype(dtype):
     """float32 unless a user (or a gradient check) asks for float64."""
     _state["dtype"] = dtype
+
+
+def solver_count():
+    """How many solvers train together (data-parallel ranks); data layers read 1/solver_count of the records."""
+    return _state["solver_count"]
+
+
+def solver_rank():
+    return _state["solver_rank"]
+
+
+def set_solver_count(count):
+    _state["solver_count"] = int(count)
+
+
+def set_solver_rank(rank):
+    _state["solver_rank"] = int(rank)
+
+
+def root_solver():
+    """Only the root solver logs, tests and snapshots (Caffe::root_solver)."""
+    return _state["solver_rank"] == 0

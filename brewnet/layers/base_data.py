@@ -7,11 +7,8 @@ when the layer is garbage-collected.
 """
 import weakref
 
-import torch
-
 from ..core import common
 from ..core.layer import Layer
-from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer
 from ..proto import caffe_pb2
 
@@ -78,7 +75,3 @@ class BasePrefetchingDataLayer(BaseDataLayer):
             self.prefetcher.stop()
 
     stop = close
-
-
-def as_label_tensor(labels, like):
-    return torch.as_tensor(labels, dtype=like.dtype).to(like.device)

@@ -99,13 +99,12 @@ def max_pool(x, g):
     return y.masked_fill(empty, -FLT_MAX), idx.masked_fill(empty, -1)
 
 
-def scatter_grad(dy, idx, shape, may_be_empty=True):
+def scatter_grad(dy, idx, shape):
     """dx with dx[n, c, idx] += dy for every output (entries with idx -1, empty windows, are dropped)."""
     n, c, h, w = shape
     src, index = dy.reshape(n * c, -1), idx.reshape(n * c, -1)
-    if may_be_empty:
-        invalid = index < 0
-        src, index = src.masked_fill(invalid, 0), index.clamp(min=0)
+    invalid = index < 0
+    src, index = src.masked_fill(invalid, 0), index.clamp(min=0)
     dx = dy.new_zeros(n * c, h * w)
     dx.scatter_add_(1, index, src)
     return dx.view(shape)
@@ -211,10 +210,13 @@ class PoolingLayer(Layer):
         raise self._unknown_method()
 
     def pool_backward(self, dy, x):
+        g = self.geometry
+        if self.method == P.MAX and g.torch_ok:
+            # torch's windows are Caffe's here (never empty): its kernel does dx[argmax] += dy, faster.
+            return torch.ops.aten.max_pool2d_with_indices_backward(dy, x, g.kernel, g.stride, g.pad, (1, 1),
+                                                                   g.ceil_mode, self.index)
         if self.method in (P.MAX, P.STOCHASTIC) and self.index is not None:
-            # torch's own windows are never empty; only the general path can produce index -1.
-            exact = self.method == P.MAX and self.geometry.torch_ok
-            return scatter_grad(dy, self.index, x.shape, may_be_empty=not exact)
+            return scatter_grad(dy, self.index, x.shape)
         if self.method == P.AVE:
             return ave_pool_grad(dy, x, self.geometry)
         if self.method == P.STOCHASTIC:

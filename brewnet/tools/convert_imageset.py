@@ -13,7 +13,6 @@ LISTFILE lines are "subfolder1/file1.JPEG 7" (split at the last space).  Flags a
 Keys are "%08d_path" (index in the possibly shuffled list).  An unreadable image is reported with its line
 and skipped, as Caffe does.
 """
-import os
 import random
 import sys
 

@@ -67,3 +67,16 @@ def test_flag_parsing():
         parse_flags(["-shuffle"], flags, "")
     with pytest.raises(FlagError, match="Expect: a int"):
         parse_flags(["-resize_height=big"], flags, "")
+
+
+def test_create_mnist_example(tmp_path):
+    """examples/mnist/create_mnist.py: the bundled digits -> 8 000 / 2 000 record databases."""
+    import importlib.util
+    import pathlib
+    script = pathlib.Path(__file__).resolve().parents[2] / "examples" / "mnist" / "create_mnist.py"
+    spec = importlib.util.spec_from_file_location("create_mnist", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path)]) == 0
+    assert len(records(tmp_path / "mnist_train_lmdb")) == 8000
+    assert len(records(tmp_path / "mnist_test_lmdb")) == 2000
