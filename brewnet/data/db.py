@@ -5,7 +5,7 @@
     txn = db.transaction(); txn.put(key, value); txn.commit()
     db.close()
 
-Keys follow Caffe's tools: `format_key(i)` is "%08d" (convert_mnist_data, extract_features) and
+Keys follow Caffe's tools: `format_key(i)` is "%08d" (convert_mnist_data; extract_features uses "%010d") and
 `format_key(i, name)` "%08d_name" (convert_imageset); records sort by key, so reading order is writing order.
 
 LMDB is opened read-only without the lock file (`lock=False`) for reading, as Caffe's MDB_RDONLY|MDB_NOTLS

@@ -17,9 +17,7 @@ def solver_share(phase):
     """(rank, number of solvers) whose share of the records this process reads; TEST reads everything."""
     if phase == caffe_pb2.TEST:
         return 0, 1
-    count = getattr(common, "solver_count", lambda: 1)()
-    rank = getattr(common, "solver_rank", lambda: 0)()
-    return int(rank), int(count)
+    return common.solver_rank(), common.solver_count()
 
 
 class BaseDataLayer(Layer):

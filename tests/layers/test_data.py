@@ -109,3 +109,49 @@ def test_train_phase_random_crop_stays_inside(golden):
         windows = [w for h in range(9) for x in range(9) for w in (images[i, h:h + 20, x:x + 20],
                                                                     images[i, h:h + 20, x:x + 20][:, ::-1])]
         assert any(np.array_equal(top[0].data.numpy()[i, 0], w) for w in windows)
+
+
+@pytest.fixture
+def two_solvers():
+    """common.solver_count() == 2 for the test (as the parallel trainer sets it), 1 again afterwards."""
+    from brewnet.core import common
+    common.set_solver_count(2)
+    yield common
+    common.set_solver_count(1)
+    common.set_solver_rank(0)
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "leveldb"])
+def test_solver_ranks_read_disjoint_shares(tmp_path, two_solvers, backend):
+    """Caffe's DataReader for several solvers: in TRAIN, rank r of 2 keeps record i when i % 2 == r; the two
+    shares are disjoint and cover the database; in TEST every rank reads every record."""
+    from brewnet.data.datum import array_to_datum
+    path = tmp_path / "db"
+    with dbm.open_db(path, backend, dbm.NEW) as database:
+        txn = database.transaction()
+        for i in range(10):
+            txn.put(dbm.format_key(i), array_to_datum(np.full((1, 2, 2), 100 + i, np.uint8), i).SerializeToString())
+        txn.commit()
+    text = (f'name: "d" type: "Data" top: "data" top: "label" '
+            f'data_param {{ source: "{path}" backend: {backend.upper()} batch_size: 5 }}')
+
+    def batches(rank, phase):
+        two_solvers.set_solver_rank(rank)
+        layer = layer_from_text(text, phase)
+        top = setup(layer)
+        try:
+            out = []
+            for _ in range(2):   # the second batch starts the share over
+                layer.Forward([], top)
+                labels = top[1].data.numpy().astype(int)
+                assert np.array_equal(top[0].data.numpy()[:, 0, 0, 0], labels + 100)
+                out.append(labels.tolist())
+            return out
+        finally:
+            layer.close()
+
+    shares = [batches(rank, caffe_pb2.TRAIN) for rank in range(2)]
+    assert shares[0] == [[0, 2, 4, 6, 8]] * 2 and shares[1] == [[1, 3, 5, 7, 9]] * 2
+    assert not set(shares[0][0]) & set(shares[1][0])
+    assert sorted(shares[0][0] + shares[1][0]) == list(range(10))
+    assert batches(1, caffe_pb2.TEST) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
