@@ -10,12 +10,9 @@ Two histories per parameter: h (squared gradients) and u (squared updates), both
 
 The solverstate holds the h blobs first, then the u blobs (Caffe's order).
 """
-import numpy as np
-
 from .registry import register_solver
 from .sgd import SGDSolver
 
-F = np.float32
 
 
 @register_solver("AdaDelta")
@@ -26,8 +23,8 @@ class AdaDeltaSolver(SGDSolver):
         g = self.net.learnable_params[param_id].diff
         h = self.history[param_id].data
         u = self.history[len(self.net.learnable_params) + param_id].data
-        momentum, delta = F(self.param.momentum), float(F(self.param.delta))
-        h.mul_(float(momentum)).add_(g * g, alpha=float(F(1) - momentum))
+        momentum, delta = self.F(self.param.momentum), float(self.F(self.param.delta))
+        h.mul_(float(momentum)).add_(g * g, alpha=float(self.F(1) - momentum))
         g.mul_(((u + delta) / (h + delta)).sqrt_())
-        u.mul_(float(momentum)).add_(g * g, alpha=float(F(1) - momentum))
+        u.mul_(float(momentum)).add_(g * g, alpha=float(self.F(1) - momentum))
         g.mul_(self.local_rate(param_id, rate))

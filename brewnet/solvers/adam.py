@@ -14,7 +14,6 @@ import numpy as np
 from .registry import register_solver
 from .sgd import SGDSolver
 
-F = np.float32
 
 
 @register_solver("Adam")
@@ -25,10 +24,10 @@ class AdamSolver(SGDSolver):
         g = self.net.learnable_params[param_id].diff
         m = self.history[param_id].data
         v = self.history[len(self.net.learnable_params) + param_id].data
-        beta1, beta2 = F(self.param.momentum), F(self.param.momentum2)
+        beta1, beta2 = self.F(self.param.momentum), self.F(self.param.momentum2)
         t = self.iter + 1
-        correction = np.sqrt(F(1) - np.power(beta2, F(t))) / (F(1) - np.power(beta1, F(t)))
-        m.mul_(float(beta1)).add_(g, alpha=float(F(1) - beta1))
-        v.mul_(float(beta2)).add_(g * g, alpha=float(F(1) - beta2))
-        update = m / v.sqrt().add_(float(F(self.param.delta)))
-        g.copy_(update.mul_(float(F(self.local_rate(param_id, rate)) * F(correction))))
+        correction = np.sqrt(self.F(1) - np.power(beta2, self.F(t))) / (self.F(1) - np.power(beta1, self.F(t)))
+        m.mul_(float(beta1)).add_(g, alpha=float(self.F(1) - beta1))
+        v.mul_(float(beta2)).add_(g * g, alpha=float(self.F(1) - beta2))
+        update = m / v.sqrt().add_(float(self.F(self.param.delta)))
+        g.copy_(update.mul_(float(self.F(self.local_rate(param_id, rate)) * self.F(correction))))

@@ -10,7 +10,8 @@ With it = the current iteration (the number of updates done so far):
     poly        base_lr * (1 - it / max_iter) ^ power
     sigmoid     base_lr / (1 + exp(-gamma * (it - stepsize)))
 
-Caffe evaluates these in float; so do we (NumPy float32), so that logged rates and trajectories agree.
+Caffe<float> evaluates these in float; so do we (NumPy float32; float64 for double nets), so that logged
+rates and trajectories agree.
 `current_step` is Caffe's solver field of the same name: `step` recomputes it every iteration, `multistep` advances
 it by at most one per call, and it is saved in the solverstate.
 
@@ -25,7 +26,6 @@ from ..log import get_logger
 
 log = get_logger("solver")
 
-F = np.float32
 
 # policy -> fields it requires to be set, with the condition each value must meet
 _REQUIRED = {
@@ -64,8 +64,8 @@ def validate(param, source="solver"):
         raise SolverError(f"{source}: lr_policy \"{policy}\": Expect: gamma >= 0, Actual: {param.gamma:g}")
 
 
-def learning_rate(param, it, current_step):
-    """Return (rate, current_step) for iteration `it` under `param.lr_policy`."""
+def learning_rate(param, it, current_step, F=np.float32):
+    """Return (rate, current_step) for iteration `it` under `param.lr_policy`, computed in the scalar type F."""
     policy = param.lr_policy
     base_lr, gamma, power = F(param.base_lr), F(param.gamma), F(param.power)
     if policy == "fixed":

@@ -4,12 +4,9 @@
     g     = (1 + momentum) * h_new - momentum * h        (step back to h, then over-step along h_new)
     w    -= g
 """
-import numpy as np
-
 from .registry import register_solver
 from .sgd import SGDSolver
 
-F = np.float32
 
 
 @register_solver("Nesterov")
@@ -17,7 +14,7 @@ class NesterovSolver(SGDSolver):
     def compute_update_value(self, param_id, rate):
         g = self.net.learnable_params[param_id].diff
         h = self.history[param_id].data
-        momentum = F(self.param.momentum)
+        momentum = self.F(self.param.momentum)
         previous = h.clone()
         h.mul_(float(momentum)).add_(g, alpha=self.local_rate(param_id, rate))
-        g.copy_(previous.mul_(float(-momentum)).add_(h, alpha=float(F(1) + momentum)))
+        g.copy_(previous.mul_(float(-momentum)).add_(h, alpha=float(self.F(1) + momentum)))

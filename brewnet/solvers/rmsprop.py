@@ -4,13 +4,10 @@
     g = lr * g / (sqrt(h) + delta)
     w -= g
 """
-import numpy as np
-
 from ..errors import SolverError
 from .registry import register_solver
 from .sgd import SGDSolver
 
-F = np.float32
 
 
 @register_solver("RMSProp")
@@ -27,7 +24,7 @@ class RMSPropSolver(SGDSolver):
     def compute_update_value(self, param_id, rate):
         g = self.net.learnable_params[param_id].diff
         h = self.history[param_id].data
-        decay = F(self.param.rms_decay)
-        h.mul_(float(decay)).add_(g * g, alpha=float(F(1) - decay))
+        decay = self.F(self.param.rms_decay)
+        h.mul_(float(decay)).add_(g * g, alpha=float(self.F(1) - decay))
         update = g / h.sqrt().add_(self.param.delta)
         g.copy_(update.mul_(self.local_rate(param_id, rate)))

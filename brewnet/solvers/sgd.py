@@ -27,7 +27,6 @@ from . import lr_policy, snapshot as snap
 from .base import Solver, _g, log
 from .registry import register_solver
 
-F = np.float32
 
 
 @register_solver("SGD")
@@ -36,13 +35,16 @@ class SGDSolver(Solver):
     history_per_param = 1
 
     def pre_solve(self):
+        # Scalars (rates, decays, moments) are computed in the blobs' precision, as Caffe<float>/<double> do.
+        self.F = np.float64 if self.net.dtype == torch.float64 else np.float32
         params = self.net.learnable_params
         self.history = [Blob(p.shape, dtype=p.dtype, device=p.device, name=f"history.{i}")
                         for _ in range(self.history_per_param) for i, p in enumerate(params)]
 
     # --- the pipeline ----------------------------------------------------------------------------------------
     def get_learning_rate(self):
-        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step)
+        rate, self.current_step = lr_policy.learning_rate(self.param, self.iter, self.current_step,
+                                                             self.F)
         return rate
 
     def apply_update(self):
@@ -63,9 +65,9 @@ class SGDSolver(Solver):
         if clip < 0:
             return
         params = self.net.learnable_params
-        l2norm = float(np.sqrt(F(sum(F(p.sumsq_diff()) for p in params))))
+        l2norm = float(np.sqrt(self.F(sum(self.F(p.sumsq_diff()) for p in params))))
         if l2norm > clip:
-            scale = float(F(clip) / F(l2norm))
+            scale = float(self.F(clip) / self.F(l2norm))
             log.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
                      _g(l2norm), _g(clip), _g(scale))
             for p in params:
@@ -74,11 +76,11 @@ class SGDSolver(Solver):
     def normalize(self, param_id):
         if self.param.iter_size == 1:
             return
-        self.net.learnable_params[param_id].diff.mul_(float(F(1) / F(self.param.iter_size)))
+        self.net.learnable_params[param_id].diff.mul_(float(self.F(1) / self.F(self.param.iter_size)))
 
     def regularize(self, param_id):
         param = self.net.learnable_params[param_id]
-        local_decay = float(F(self.param.weight_decay) * F(self.net.params_weight_decay[param_id]))
+        local_decay = float(self.F(self.param.weight_decay) * self.F(self.net.params_weight_decay[param_id]))
         if not local_decay:
             return
         if self.param.regularization_type == "L2":
@@ -87,12 +89,12 @@ class SGDSolver(Solver):
             param.diff.add_(torch.sign(param.data), alpha=local_decay)
 
     def local_rate(self, param_id, rate):
-        return float(F(rate) * F(self.net.params_lr[param_id]))
+        return float(self.F(rate) * self.F(self.net.params_lr[param_id]))
 
     def compute_update_value(self, param_id, rate):
         g = self.net.learnable_params[param_id].diff
         h = self.history[param_id].data
-        h.mul_(float(F(self.param.momentum))).add_(g, alpha=self.local_rate(param_id, rate))
+        h.mul_(float(self.F(self.param.momentum))).add_(g, alpha=self.local_rate(param_id, rate))
         g.copy_(h)
 
     # --- solver state ----------------------------------------------------------------------------------------

@@ -3,10 +3,10 @@ tools/extra/parse_log.py).
 
     brewnet parse_log [--verbose] [--delimiter ,] LOGFILE OUTPUT_DIR
 
-Rows are keyed by iteration: NumIters, Seconds (since the "Solving" line; nothing before it is read), LearningRate (the last `lr = ` seen),
-then one column per net output ("Train net output #0: loss = 0.25" -> column loss).  The regular expressions are
-Caffe's own, so a log either program wrote parses the same way.  Timestamps may be glog's classic `I1127 ...`
-or the newer `I20261127 ...` with the year.
+Rows are keyed by iteration: NumIters, Seconds (since the "Solving" line; nothing before it is read),
+LearningRate (the last `lr = ` seen), then one column per net output ("Train net output #0: loss = 0.25" ->
+column loss).  The regular expressions are Caffe's own, so a log either program wrote parses the same way.
+Timestamps may be glog's classic `I1127 ...` or the newer `I20261127 ...` with the year.
 """
 import argparse
 import csv
