@@ -286,6 +286,11 @@ class Solver:
             self.test_all()
         log.info("Optimization Done.")
 
+    def close(self):
+        """Stop the data layers' threads of the train and test nets."""
+        for net in [self.net] + list(self.test_nets):
+            net.close()
+
     def _update_smoothed_loss(self, loss, start_iter, average_loss):
         """Caffe's UpdateSmoothedLoss: running mean over the last `average_loss` iterations of this step()."""
         if len(self.losses) < average_loss:
@@ -328,12 +333,17 @@ class Solver:
 
     # --- testing ---------------------------------------------------------------------------------------------
     def test_all(self):
+        """Test every test net; returns their results (see `test`)."""
+        results = []
         for test_net_id in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
-            self.test(test_net_id)
+            results.append(self.test(test_net_id))
+        return results
 
     def test(self, test_net_id=0):
+        """Run test_iter batches of a test net and log the averaged outputs as Caffe does.  Returns
+        {output blob name: mean value(s)} (a float for one-element outputs), also kept in `self.test_results`."""
         p = self.param
         log.info("Iteration %d, Testing net (#%d)", self.iter, test_net_id)
         test_net = self.test_nets[test_net_id]
@@ -358,12 +368,16 @@ class Solver:
             scores = values if scores is None else [s + v for s, v in zip(scores, values)]
         if self.requested_early_exit:
             log.info("Test interrupted.")
-            return
+            return None
         if p.test_compute_loss:
             log.info("Test loss: %s", _g(loss / F(p.test_iter[test_net_id])))
         means = [s / F(p.test_iter[test_net_id]) for s in scores or []]
         for line in _output_lines(test_net, means):
             log.info("    Test net output #%s", line)
+        results = {test_net.blob_names[blob_id]: (float(m[0]) if m.size == 1 else m)
+                   for blob_id, m in zip(test_net.output_blob_ids, means)}
+        self.test_results, self.test_results_iter = results, self.iter
+        return results
 
     # --- snapshots -------------------------------------------------------------------------------------------
     def snapshot_filename(self, extension, it=None):

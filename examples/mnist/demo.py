@@ -1,0 +1,61 @@
+"""The main job of the README (`make demo`): LeNet on the bundled MNIST digits, end to end.
+
+1. create_mnist: the 8 000 training and 2 000 test digits of data/mnist10k -> two LMDB databases of Datum
+   records (Caffe's convert_mnist_data);
+2. train LeNet with Caffe's lenet_solver settings (SGD, momentum 0.9, weight decay 5e-4, lr policy "inv",
+   10 000 iterations of batch 64, testing every 500 iterations) — the same as
+   `caffe train -solver examples/mnist/lenet_solver.prototxt`;
+3. report the final test accuracy on the 2 000 test digits.
+
+    python -m examples.mnist.demo [--iterations N] [--data IDX_DIR]
+"""
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=None, help="override max_iter (default: the solver's)")
+    parser.add_argument("--data", default=None, help="a folder of MNIST-format IDX files (default: the bundled "
+                                                     "digits); e.g. /usr/share/datasets/fashion-mnist")
+    parser.add_argument("--solver", default="examples/mnist/lenet_solver.prototxt")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)      # the prototxts name their databases relative to the repository root
+    sys.path.insert(0, ROOT)
+
+    from brewnet import set_random_seed
+    from brewnet.solvers import get_solver
+    from brewnet.solvers.base import load_solver_param
+    from examples.mnist import create_mnist
+
+    create_args = ["--force"] + (["--data", args.data] if args.data else [])
+    create_mnist.main(create_args)
+    param = load_solver_param(args.solver)
+    if args.iterations is not None:
+        param.max_iter = args.iterations
+    if not param.HasField("random_seed"):
+        set_random_seed(1701)
+    solver = get_solver(param, source=args.solver)
+    start = time.perf_counter()
+    try:
+        solver.solve()
+        # Caffe's solve() ends with a test when max_iter is a multiple of test_interval; otherwise test now.
+        if getattr(solver, "test_results_iter", None) == solver.iter:
+            results = [solver.test_results]
+        else:
+            results = solver.test_all()
+    finally:
+        solver.close()
+    accuracy = results[0]["accuracy"]
+    minutes = (time.perf_counter() - start) / 60
+    print(f"LeNet, {solver.iter} iterations in {minutes:.1f} min: test accuracy = {accuracy:.4f} "
+          f"on {param.test_iter[0]} x {solver.test_nets[0].blobs['data'].shape[0]} test images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
