@@ -16,6 +16,7 @@ array kept across a forward on the GPU is a snapshot: read `blob.data` again to 
 import collections
 import itertools
 import os
+import sys
 
 import numpy as np
 
@@ -24,8 +25,6 @@ from .core.pyblob import PyBlob, PyBlobVec
 from .errors import BrewnetError, NetError
 from .log import get_logger
 from .proto import caffe_pb2
-
-log = get_logger("pycaffe")
 
 
 class UnknownNameError(BrewnetError, KeyError):
@@ -93,16 +92,15 @@ class Net:
     """
 
     def __init__(self, network_file, *args, phase=None, level=0, stages=None, weights=None):
-        if len(args) == 2:                      # Net(model, weights, phase)
-            weights, phase = args
-        elif len(args) == 1:
-            if isinstance(args[0], (str, os.PathLike)):
-                weights = args[0]               # Net(model, weights, phase=...)
-            else:
-                phase = args[0]
-        elif len(args) > 2:
-            raise BrewnetError(f"Net(network_file, phase, ...) takes at most 3 positional arguments, "
-                               f"got {1 + len(args)}")
+        if args and isinstance(args[0], (str, os.PathLike)):       # Net(model, weights, phase)
+            if len(args) > 2:
+                raise BrewnetError(f"Net(network_file, weights_file, phase) takes 3 arguments, got {1 + len(args)}")
+            weights, phase = args[0], (args[1] if len(args) == 2 else phase)
+        elif args:                                                  # Net(model, phase, level, stages, weights)
+            if len(args) > 4:
+                raise BrewnetError(f"Net(network_file, phase, level, stages, weights) takes at most 5 "
+                                   f"arguments, got {1 + len(args)}")
+            phase, level, stages, weights = (tuple(args) + (level, stages, weights)[len(args) - 1:])[:4]
         if phase is None:
             raise BrewnetError("Net(...) needs a phase: caffe.TRAIN or caffe.TEST")
         phase = _parse_phase(phase)
@@ -416,6 +414,10 @@ class Net:
         self._sync()
         self._net.clear_param_diffs()
 
+    def close(self):
+        """Stop the prefetch threads of the net's data layers (brewnet's addition; pycaffe has no such call)."""
+        self._net.close()
+
     # --- weights ----------------------------------------------------------------------------------------------
     def copy_from(self, weights_file):
         _check_file(os.fspath(weights_file), "weights")
@@ -475,3 +477,25 @@ def _join(parts):
     if parts and np.ndim(parts[0]) == 0:
         return np.asarray(parts)
     return np.concatenate(parts) if parts else np.empty((0,))
+
+
+# --- pycaffe's module-level logging functions -------------------------------------------------------------------
+_GLOG_LEVELS = {0: 20, 1: 30, 2: 40, 3: 50}        # glog INFO/WARNING/ERROR/FATAL -> logging levels
+
+
+def init_log(level=None, stderr=True):
+    """pycaffe's init_log(), init_log(level) and init_log(level, stderr): glog-style lines on stderr, at or
+    above glog severity `level` (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL; default GLOG_minloglevel)."""
+    from . import log as brewnet_log
+    python_level = None if level is None else _GLOG_LEVELS.get(int(level), 50)
+    brewnet_log.init_log(python_level, sys.stderr if stderr else sys.stdout)
+
+
+def log(message):
+    """Write `message` to the log at INFO (pycaffe's caffe.log)."""
+    get_logger("python").info("%s", message)
+
+
+def has_nccl():
+    """NCCL multi-GPU training is not part of brewnet (brewnet.parallel uses torch.distributed)."""
+    return False

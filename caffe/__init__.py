@@ -1,0 +1,20 @@
+"""`import caffe` is brewnet: pycaffe's module layout over brewnet's modules (this package only re-exports).
+
+    import caffe
+    from caffe import layers as L, params as P
+    from caffe.proto import caffe_pb2
+"""
+import brewnet.layers  # noqa: F401  (registers every layer type, so layer_type_list() is complete)
+from brewnet import __version__  # noqa: F401
+from brewnet.core.common import set_device, set_mode_cpu, set_mode_gpu, set_random_seed  # noqa: F401
+from brewnet.core.registry import layer_type_list  # noqa: F401
+from brewnet.layers.python_layer import PythonLayerBase as Layer  # noqa: F401
+from brewnet.proto.caffe_pb2 import TEST, TRAIN  # noqa: F401
+from brewnet.pycaffe import Net, has_nccl, init_log, log  # noqa: F401
+from brewnet.pycaffe_solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
+                                    RMSPropSolver, SGDSolver, Solver, Timer, get_solver)
+
+from . import io, proto  # noqa: F401
+from .classifier import Classifier  # noqa: F401
+from .detector import Detector  # noqa: F401
+from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401
