@@ -1,7 +1,7 @@
 """The `caffe` / `brewnet` program: Caffe's tools/caffe.cpp, its commands and flags verbatim (book 5.1.3-5.1.6).
 
     caffe train -solver S [-snapshot X.solverstate | -weights a.caffemodel[,b.caffemodel]] [-gpu 0|0,1|all]
-                [-level L] [-stage s1,s2] [-sigint_effect stop|snapshot|none] [-sighup_effect ...]
+                [-level L] [-stage s1,s2] [-sigint_effect stop|snapshot|none] [-sighup_effect ...] [-procs N]
     caffe test  -model M -weights W [-iterations 50] [-gpu 0] [-level L] [-stage s]
     caffe time  -model M [-iterations 50] [-phase TRAIN|TEST] [-gpu 0]
     caffe device_query [-gpu 0|all]
@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from ..core import common
 from ..core.net import Net
-from ..errors import BrewnetError, SolverError
+from ..errors import BrewnetError
 from ..log import get_logger, init_log
 from ..proto import caffe_pb2
 from ..solvers import get_solver, load_solver_param
@@ -56,6 +56,8 @@ FLAGS = {
                               "none."),
     "sighup_effect": ("snapshot", "Optional; action to take when a SIGHUP signal is received: snapshot, stop "
                                   "or none."),
+    "procs": (1, "Optional; train data-parallel in this many CPU processes (gloo). The effective training batch "
+                 "size is multiplied by the number of processes."),
 }
 
 # Modules of brewnet.tools that are not commands of their own.
@@ -152,9 +154,11 @@ def train(flags):
     elif flags["weights"]:
         del solver_param.weights[:]
         solver_param.weights.append(flags["weights"])
-    if len(gpus) > 1:
-        raise SolverError(f"Multi-GPU training (-gpu {gpu_flag}) is not available in this build: train on one "
-                          "device (-gpu 0)")
+    from ..parallel import distributed
+    if len(gpus) > 1 or flags["procs"] > 1 or distributed.torchrun_environment() is not None:
+        # One solver per rank (per GPU, per -procs process, or per torchrun process), gradients averaged.
+        return distributed.train(solver_param, source=flags["solver"], procs=flags["procs"], gpus=gpus,
+                                 snapshot=flags["snapshot"] or None, sigint_effect=sigint, sighup_effect=sighup)
     with SignalHandler(sigint, sighup) as handler:
         solver = get_solver(solver_param, source=flags["solver"])
         solver.set_action_function(handler.check_for_signals)

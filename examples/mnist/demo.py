@@ -7,7 +7,10 @@
    `caffe train -solver examples/mnist/lenet_solver.prototxt`;
 3. report the final test accuracy on the 2 000 test digits.
 
-    python -m examples.mnist.demo [--iterations N] [--data IDX_DIR]
+    python -m examples.mnist.demo [--iterations N] [--data IDX_DIR] [--test-iter N]
+
+Full Fashion-MNIST (60 000 / 10 000, Debian's dataset-fashion-mnist), as in the book's comparison:
+    python -m examples.mnist.demo --data /usr/share/datasets/fashion-mnist --test-iter 100
 """
 import argparse
 import os
@@ -23,6 +26,8 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help="a folder of MNIST-format IDX files (default: the bundled "
                                                      "digits); e.g. /usr/share/datasets/fashion-mnist")
     parser.add_argument("--solver", default="examples/mnist/lenet_solver.prototxt")
+    parser.add_argument("--test-iter", type=int, default=None,
+                        help="override test_iter (e.g. 100 for a 10 000-image test set at batch 100)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)      # the prototxts name their databases relative to the repository root
     sys.path.insert(0, ROOT)
@@ -37,6 +42,8 @@ def main(argv=None):
     param = load_solver_param(args.solver)
     if args.iterations is not None:
         param.max_iter = args.iterations
+    if args.test_iter is not None:
+        param.test_iter[:] = [args.test_iter]
     if not param.HasField("random_seed"):
         set_random_seed(1701)
     solver = get_solver(param, source=args.solver)
