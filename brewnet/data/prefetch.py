@@ -14,9 +14,18 @@ An exception in a thread is re-raised in the consumer at the next `next_batch()`
 Several solver processes training in parallel each read their own share of a database: rank r of n keeps
 record i (its position in key order) when i % n == r, so the shares are disjoint and their union is the whole
 database (Caffe's DataReader / DataLayer::Skip).  Within a rank the share repeats in the same order every epoch.
+
+Positions (exact resume).  The threads run ahead of the net, so "where the source is" is not "where the net
+is".  A source may offer `position()` (called in the reader thread right after each chunk) and the layer a
+`loader_state()` (called in the prefetch thread right after each batch, e.g. the transformer's generator);
+both values travel down the queues with their batch, and `Prefetcher.position` is always the pair recorded
+with the last batch the consumer took (or the starting pair): a new source and loader started from it produce
+exactly the batches the consumer has not seen yet.
 """
 import collections
 import threading
+
+import numpy as np
 
 from ..errors import DataError
 from ..log import logger
@@ -73,12 +82,18 @@ class _Failure:
 
 
 class Prefetcher:
-    """Runs `records` (an iterator) through `load_batch(chunk)` in two threads, batch_size records a chunk."""
+    """Runs `records` (an iterable) through `load_batch(chunk)` in two threads, batch_size records a chunk.
 
-    def __init__(self, records, batch_size, load_batch, prefetch=4, name="data"):
+    `position` = {"source": records.position(), "loader": loader_state()} as they stood right after the last
+    batch next_batch() returned (None for a part that is not provided)."""
+
+    def __init__(self, records, batch_size, load_batch, prefetch=4, name="data", loader_state=None):
         if batch_size <= 0:
             raise DataError(f"{name}: Expect: batch_size > 0, Actual: {batch_size}")
         self.records, self.batch_size, self.load_batch, self.name = records, int(batch_size), load_batch, name
+        self._source_state = getattr(records, "position", None) or (lambda: None)
+        self._loader_state = loader_state or (lambda: None)
+        self.position = {"source": self._source_state(), "loader": self._loader_state()}
         self.chunks = BlockingQueue(prefetch)
         self.full = BlockingQueue(prefetch)
         self.threads = [threading.Thread(target=self._read, name=f"{name}-reader", daemon=True),
@@ -93,7 +108,7 @@ class Prefetcher:
             for record in self.records:
                 chunk.append(record)
                 if len(chunk) == self.batch_size:
-                    self.chunks.put(chunk)
+                    self.chunks.put((chunk, self._source_state()))
                     chunk = []
         except Stopped:
             pass
@@ -107,11 +122,13 @@ class Prefetcher:
     def _prefetch(self):
         try:
             while True:
-                chunk = self.chunks.get()
-                if isinstance(chunk, _Failure):
-                    self.full.put(chunk)
+                item = self.chunks.get()
+                if isinstance(item, _Failure):
+                    self.full.put(item)
                     return
-                self.full.put(self.load_batch(chunk))
+                chunk, source = item
+                batch = self.load_batch(chunk)
+                self.full.put((batch, {"source": source, "loader": self._loader_state()}))
         except Stopped:
             pass
         except Exception as exc:
@@ -131,7 +148,8 @@ class Prefetcher:
         item = self.full.get()
         if isinstance(item, _Failure):
             raise item.error
-        return item
+        batch, self.position = item
+        return batch
 
     def stop(self):
         """Wake and join both threads; the source's close() runs in the reader thread on its way out."""
@@ -150,39 +168,75 @@ class Prefetcher:
         return any(thread.is_alive() for thread in self.threads)
 
 
-def db_records(source, backend, rank=0, num_ranks=1, skip=0, name="data"):
+class DBRecords:
     """Endless (key, value) records of a database, this rank's share, from the first record again at the end.
 
-    `skip` records of the share are passed over once at the start (DataParameter.rand_skip).
+    `skip` records of the share are passed over once at the start (DataParameter.rand_skip).  `position()` is
+    {"index": key-order index of the next record to consider, "skip": share records still to pass over};
+    DBRecords(..., start=index, skip=skip) goes on from there.  The database opens at the first record asked.
     """
-    if not 0 <= rank < num_ranks:
-        raise DataError(f"{name}: Expect: 0 <= rank < {num_ranks}, Actual: rank {rank}")
-    database = db_mod.open_db(source, backend, db_mod.READ)
-    cursor = None
-    try:
-        epoch = 0
-        while True:
-            cursor = database.cursor()
-            if not cursor.valid():
-                raise DataError(f"{name}: database '{source}' is empty")
-            index, kept = 0, 0
-            while cursor.valid():
-                if index % num_ranks == rank:
-                    if skip > 0:
-                        skip -= 1
-                    else:
-                        yield cursor.key(), cursor.value()
-                    kept += 1
-                index += 1
-                cursor.next()
-            cursor.close()
-            cursor = None
-            if kept == 0:
-                raise DataError(f"{name}: database '{source}' has {index} records, none for rank {rank} "
-                                f"of {num_ranks}")
-            epoch += 1
-            logger.info("Restarting data prefetching from start.")
-    finally:
-        if cursor is not None:
-            cursor.close()
-        database.close()
+
+    def __init__(self, source, backend, rank=0, num_ranks=1, skip=0, name="data", start=0):
+        if not 0 <= rank < num_ranks:
+            raise DataError(f"{name}: Expect: 0 <= rank < {num_ranks}, Actual: rank {rank}")
+        self.source, self.backend, self.rank, self.num_ranks, self.name = source, backend, rank, num_ranks, name
+        self.index, self.skip = int(start), int(skip)
+        self._records = self._generate()
+
+    def position(self):
+        return {"index": self.index, "skip": self.skip}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._records)
+
+    def close(self):
+        self._records.close()
+
+    def _generate(self):
+        database = db_mod.open_db(self.source, self.backend, db_mod.READ)
+        cursor = None
+        try:
+            start = self.index   # a resumed first pass begins part-way through
+            while True:
+                cursor = database.cursor()
+                if not cursor.valid():
+                    raise DataError(f"{self.name}: database '{self.source}' is empty")
+                index, kept = 0, 0
+                while cursor.valid():
+                    if index >= start and index % self.num_ranks == self.rank:
+                        kept += 1
+                        if self.skip > 0:
+                            self.skip -= 1
+                        else:
+                            self.index = index + 1
+                            yield cursor.key(), cursor.value()
+                    index += 1
+                    cursor.next()
+                cursor.close()
+                cursor = None
+                if kept == 0 and start == 0:
+                    raise DataError(f"{self.name}: database '{self.source}' has {index} records, none for rank "
+                                    f"{self.rank} of {self.num_ranks}")
+                start = 0
+                logger.info("Restarting data prefetching from start.")
+        finally:
+            if cursor is not None:
+                cursor.close()
+            database.close()
+
+
+db_records = DBRecords
+
+
+def random_state(rng):
+    """A random.Random's state as JSON values and an array (the snapshot side file's protocol; no pickle)."""
+    version, internal, gauss_next = rng.getstate()
+    return {"version": version, "internal": np.asarray(internal, dtype=np.uint64), "gauss_next": gauss_next}
+
+
+def set_random_state(rng, state):
+    rng.setstate((int(state["version"]), tuple(int(x) for x in np.asarray(state["internal"])),
+                  state["gauss_next"]))

@@ -8,6 +8,8 @@ in key order and start again from the first at the end of the database; with `ra
 random(0..k-1) records are skipped once.  In TRAIN phase with several solvers, each reads its own share of
 the records (brewnet.data.prefetch).  The shape of each batch is that of its first record, so encoded images
 of varying size work as long as the records of one batch agree (or are cropped to one size).
+Its exact-resume position: the key-order index of the next record the net will see, and the crop/mirror
+generator (brewnet.layers.base_data).
 """
 import functools
 import random
@@ -17,7 +19,7 @@ import torch
 from ..core.registry import register_layer
 from ..data import db as db_mod
 from ..data.datum import parse_datum
-from ..data.prefetch import Prefetcher, db_records
+from ..data.prefetch import DBRecords
 from ..errors import DataError, LayerError
 from ..log import logger
 from .base_data import BasePrefetchingDataLayer, solver_share
@@ -55,17 +57,22 @@ class DataLayer(BasePrefetchingDataLayer):
         except DataError as exc:
             raise LayerError(str(exc), self.name, self.type) from None
         logger.info("Opened %s %s", self.backend, param.source)
+        self.batch_size = param.batch_size
         top[0].reshape((param.batch_size,) + tuple(shape))
         logger.info("output data size: %s", ",".join(str(s) for s in top[0].shape))
         if self.output_labels:
             top[1].reshape((param.batch_size,))
 
-    def make_prefetcher(self):
+    def make_records(self, position):
         param = self.param.data_param
         rank, count = solver_share(self.phase)
+        if position is not None:
+            return DBRecords(param.source, self.backend, rank, count, position["skip"], self.name,
+                             start=position["index"])
         skip = random.randrange(param.rand_skip) if param.rand_skip else 0
         if skip:
             logger.info("Skipping first %d data points.", skip)
-        records = db_records(param.source, self.backend, rank, count, skip, name=self.name)
-        loader = functools.partial(load_datum_batch, self.transformer, self.output_labels)
-        return Prefetcher(records, param.batch_size, loader, param.prefetch, name=self.name)
+        return DBRecords(param.source, self.backend, rank, count, skip, name=self.name)
+
+    def make_loader(self):
+        return functools.partial(load_datum_batch, self.transformer, self.output_labels)

@@ -7,7 +7,8 @@ does, then next to the list file).  Each top reads the dataset of its own name: 
 the same number of rows, and top i is batch_size x (dataset i's shape without its first axis).  Files are
 read in list order, rows in order, wrapping round to the first file; with `shuffle`, the file order is
 shuffled at each pass and the rows of each file as it is loaded.  No transform_param.  In TRAIN with several
-solvers, rank r of n takes rows r, r+n, ... of the stream (Caffe's Skip).
+solvers, rank r of n takes rows r, r+n, ... of the stream (Caffe's Skip).  Exact resume: state_dict() holds the
+file and row reached, the file order, the row order of the loaded file and the shuffling generator.
 
 HDF5Output:
     hdf5_output_param { file_name: "out.h5" }
@@ -23,15 +24,11 @@ from ..core.layer import Layer
 from ..core.registry import register_layer
 from ..errors import DataError
 from ..log import logger
-from .base_data import BaseDataLayer, solver_share
+from .base_data import BaseDataLayer, read_lines, set_generator_state, solver_share
 
 
 def read_hdf5_list(source):
-    try:
-        with open(source, "r", encoding="utf-8") as handle:
-            names = handle.read().split()
-    except OSError as exc:
-        raise DataError(f"Failed to open source file {source}: {exc.strerror}") from None
+    names = [name for line in read_lines(source, "source file") for name in line.split()]
     if not names:
         raise DataError(f"Must have at least 1 HDF5 filename listed in {source}")
     resolved = []
@@ -92,9 +89,30 @@ class HDF5DataLayer(BaseDataLayer):
                         f"{path}: Expect: dataset '{name}' with {rows} rows (as '{self.param.top[0]}'), "
                         f"Actual: shape {array.shape}")
         self.datasets = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype) for a in arrays]
-        self.rows = rows
+        self.rows, self.loaded = rows, path
         self.row_order = torch.tensor(self._permutation(rows), device=self.device)
         logger.debug("Successfully loaded %d rows from %s", rows, path)
+
+    def state_dict(self):
+        return {"current_file": self.current_file, "current_row": self.current_row, "offset": self.offset,
+                "file_order": list(self.file_order), "row_order": self.row_order.cpu().numpy(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        file_order, row_order = [int(i) for i in state["file_order"]], np.asarray(state["row_order"])
+        self.expect(sorted(file_order) == list(range(len(self.files))),
+                    f"Expect: a saved file order over the {len(self.files)} files of the list, Actual: {file_order}")
+        path = self.files[file_order[state["current_file"]]]
+        if path != self.loaded:
+            self._load(path)
+        self.expect(len(row_order) == self.rows and 0 <= state["current_row"] < self.rows,
+                    f"Expect: a saved row order over the {self.rows} rows of {path}, Actual: {len(row_order)} rows, "
+                    f"row {state['current_row']}")
+        self.file_order, self.current_file = file_order, int(state["current_file"])
+        self.current_row, self.offset = int(state["current_row"]), int(state["offset"])
+        self.row_order = torch.from_numpy(row_order.astype(np.int64)).to(self.device)
+        # after _load, which draws a permutation of its own
+        set_generator_state(self.generator, state["generator"])
 
     def _next(self):
         self.current_row += 1

@@ -6,6 +6,8 @@
 of batch_size; each Forward serves the next batch_size rows, wrapping round.  The arrays are used as they are
 (no transform_param, as in Caffe's Reset).  `add_datum_vector` / `add_mat_vector` go through the
 DataTransformer instead.  top[0] = data (batch x C x H x W), top[1] = labels (batch x 1 x 1 x 1).
+Exact resume saves the row the next batch starts at, not the arrays: hand the arrays over again before the
+solver restores (set_input_arrays starts again at row 0).
 """
 import numpy as np
 import torch
@@ -75,6 +77,16 @@ class MemoryDataLayer(BaseDataLayer):
     def set_batch_size(self, batch_size):
         self.expect(not self.has_new_data, "Can't change batch_size until current data has been consumed.")
         self.batch_size = int(batch_size)
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state):
+        pos = int(state["pos"])
+        rows = None if self.data is None else self.data.shape[0]
+        self.expect(pos >= 0 and (rows is None or pos < rows),
+                    f"Expect: a saved position inside the {rows} rows held, Actual: row {pos}")
+        self.pos = pos
 
     def forward(self, bottom, top):
         self.expect(self.data is not None, "MemoryData needs its arrays first: call set_input_arrays "

@@ -2,8 +2,8 @@
 
 Every one works in place (top[0] is bottom[0]).  A layer whose backward needs its input x sets
 `needs_input = True`: when it runs in place, forward keeps a copy of x before overwriting it (Caffe does this
-only for PReLU; here AbsVal, BNLL, Log, Power, Clip, ELU and ReLU are safe in place too, whatever their
-parameters).  Layers whose gradient can be written with y alone read the top instead.
+only for PReLU; here AbsVal, BNLL, Log, Power, Clip and ELU are safe in place too, whatever their
+parameters; ReLU keeps only the sign of x).  Layers whose gradient can be written with y alone read the top instead.
 """
 import math
 
@@ -44,20 +44,27 @@ def _scalar(x, value):
 
 @register_layer("ReLU")
 class ReLULayer(NeuronLayer):
-    """ReLU: y = max(0, x) + negative_slope * min(0, x);  dx = dy * (x > 0 ? 1 : negative_slope)."""
-    needs_input = True
+    """ReLU: y = max(0, x) + negative_slope * min(0, x);  dx = dy * (x > 0 ? 1 : negative_slope).
+
+    Backward needs only where x > 0: forward keeps that as a boolean mask (a quarter of a copy of x), so
+    the layer is safe in place whatever runs after it, without cloning x."""
 
     def forward(self, bottom, top):
         x, s = bottom[0].data, self.param.relu_param.negative_slope
+        self.positive = x > 0          # before the top (maybe x itself) is written
         if s == 0:
             torch.clamp(x, min=0, out=top[0].data)
         else:
-            torch.where(x > 0, x, x * s, out=top[0].data)
+            torch.where(self.positive, x, x * s, out=top[0].data)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            x, dy, s = self.input(bottom), top[0].diff, self.param.relu_param.negative_slope
-            torch.where(x > 0, dy, dy * s, out=bottom[0].diff)
+            dy, s = top[0].diff, self.param.relu_param.negative_slope
+            if s == 0:
+                # dy * 1 or dy * 0, as where(x > 0, dy, dy * 0) gives (including -0.0 and NaN * 0).
+                torch.mul(dy, self.positive, out=bottom[0].diff)
+            else:
+                torch.where(self.positive, dy, dy * s, out=bottom[0].diff)
 
 
 @register_layer("PReLU")

@@ -5,6 +5,7 @@ Caffe's BatchNorm only standardizes; the learned affine part (gamma, beta) is a 
 so every forward and backward is a handful of broadcast torch ops.
 """
 import torch
+import torch.nn.functional as F
 
 from ..core.filler import fill
 from ..core.layer import Layer
@@ -77,17 +78,23 @@ class BatchNormLayer(Layer):
             s = self.blobs[2].data.reshape(())
             factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
             mean, var = self.blobs[0].data * factor, self.blobs[1].data * factor
+            self.invstd = torch.rsqrt(var + self.eps)
+            self.x_norm = F.batch_norm(x, mean, var, None, None, False, 0.0, self.eps)
         else:
-            mean = x.mean(dim=(0, 2))
-            var = ((x - mean.view(1, -1, 1)) ** 2).mean(dim=(0, 2))
+            # torch's fused kernel: batch mean and 1/sqrt(var + eps) in one pass over x (two-pass variance,
+            # accumulated in double), x_norm in a second.  With momentum 1 its "running" outputs are exactly
+            # this batch's mean and unbiased variance m/(m-1) * var, the values Caffe adds to its blobs.
             m = x.numel() // self.channels
-            correction = m / (m - 1) if m > 1 else 1.0
+            mean, unbiased_var = x.new_zeros(self.channels), x.new_zeros(self.channels)
+            self.x_norm, _, self.invstd = torch.ops.aten.native_batch_norm(
+                x, None, None, mean, unbiased_var, True, 1.0, self.eps)
+            if m <= 1:
+                unbiased_var.zero_()    # one value per channel: variance 0 (Caffe's correction factor is 1)
             maf = self.moving_average_fraction
             self.blobs[2].data.mul_(maf).add_(1)
             self.blobs[0].data.mul_(maf).add_(mean)
-            self.blobs[1].data.mul_(maf).add_(var * correction)
-        self.std = torch.sqrt(var + self.eps).view(1, -1, 1)
-        self.x_norm = (x - mean.view(1, -1, 1)) / self.std
+            self.blobs[1].data.mul_(maf).add_(unbiased_var)
+        # x_norm stays ours (backward needs it even when later layers overwrite the top in place).
         top[0].data.copy_(self.x_norm.view(top[0].shape))
 
     def backward(self, top, propagate_down, bottom):
@@ -95,12 +102,15 @@ class BatchNormLayer(Layer):
             return
         dy = top[0].diff.reshape(self.split)
         if self.use_global_stats:
-            dx = dy / self.std
+            dx = dy * self.invstd.view(1, -1, 1)
         else:
-            y = self.x_norm
-            dx = (dy - dy.mean(dim=(0, 2), keepdim=True)
-                  - y * (dy * y).mean(dim=(0, 2), keepdim=True)) / self.std
-        bottom[0].diff.copy_(dx.view(bottom[0].shape))
+            # (dy - mean(dy) - y * mean(dy * y)) * invstd in one fused kernel: torch's batch-norm backward
+            # fed the normalized y as its input (saved mean 0, saved invstd 1) and invstd as the weight.
+            ones = self.invstd.new_ones(self.channels)
+            dx = torch.ops.aten.native_batch_norm_backward(
+                dy, self.x_norm, self.invstd, None, None, ones.new_zeros(self.channels), ones, True,
+                self.eps, [True, False, False])[0]
+        bottom[0].diff = dx.view(bottom[0].shape)
 
 
 def _param_shape(layer, blob, axis, num_axes, what):
@@ -246,10 +256,13 @@ class ScaleLayer(Layer):
         # In place, the input is about to be overwritten but the scale's gradient needs it.
         self.x = x.clone() if top[0] is bottom[0] else x
         s = self._scale(bottom).data.reshape(1, dim, 1)
-        top[0].data.view(self.split).copy_(self.x * s)
+        y = top[0].data.view(self.split)
         if self.bias_layer is not None:
+            # y = x * s + b in one pass (what the inner Bias layer would add, fused).
             self.bias_layer.blobs = [self.blobs[-1]]
-            self.bias_layer.forward([top[0]], top)
+            torch.addcmul(self.blobs[-1].data.reshape(1, dim, 1), self.x, s, out=y)
+        else:
+            torch.mul(self.x, s, out=y)
 
     def backward(self, top, propagate_down, bottom):
         if self.bias_layer is not None and self.param_propagate(len(self.blobs) - 1):
@@ -267,8 +280,8 @@ class ScaleLayer(Layer):
             else:
                 scale.diff.copy_(ds)
         if propagate_down[0]:
-            dx = dy * scale.data.reshape(1, dim, 1)
-            bottom[0].diff.view(self.split).copy_(dx)
+            # Written last: in place, bottom 0's diff is dy.
+            torch.mul(dy, scale.data.reshape(1, dim, 1), out=bottom[0].diff.view(self.split))
 
 
 def _legacy_shape(blob):

@@ -14,6 +14,10 @@ blobs' memory (see brewnet.core.pyblob), and `self.blobs` lists the layer's para
 A `loss_weight` works as on any layer: the weight sits in the top's diff for the user's backward to read.
 `share_in_parallel` is deprecated in Caffe and accepted without effect here.
 
+A user class that keeps a position or a generator of its own (a data layer in Python) takes part in the
+solver's exact resume by defining `state_dict()` and `load_state_dict(d)` (brewnet.solvers.snapshot): the
+layer has these methods exactly when the user's class does.
+
 Anything the user's code raises is re-raised as a LayerError naming the layer, the class and the hook.
 """
 import importlib
@@ -121,6 +125,27 @@ class PythonLayer(Layer):
         where = (f"importing module '{self.module_name}'" if hook == "import"
                  else f"{self.qualified_name}.{hook}")
         raise LayerError(f"{where} raised {type(error).__name__}: {error}", self.name, self.type) from error
+
+    # --- exact resume: present only when the user's class defines them (the snapshot looks them up) ----------
+    @property
+    def state_dict(self):
+        return self._user_method("state_dict")
+
+    @property
+    def load_state_dict(self):
+        return self._user_method("load_state_dict")
+
+    def _user_method(self, hook):
+        method = getattr(self.impl, hook, None)
+        if not callable(method):
+            raise AttributeError(f"Python layer class '{self.qualified_name}' has no method '{hook}'")
+
+        def call(*args):
+            try:
+                return method(*args)
+            except Exception as error:
+                self._raise(error, hook)
+        return call
 
     def _call(self, hook, *args, views=()):
         method = getattr(self.impl, hook, None)

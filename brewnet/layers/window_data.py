@@ -35,6 +35,7 @@ drawn uniformly at random (with replacement), and mirrored with probability 1/2 
 Note `scale` comes from window_data_param, crop_size / mirror / mean from transform_param, as in Caffe.  The
 geometry is computed in float32 with round-half-away-from-zero, like Caffe's float arithmetic, so the windows are
 the pixels Caffe would cut.  Sampling happens in the reader thread, reading and warping in the prefetch thread.
+The exact-resume position is the sampling generator's state.
 """
 import functools
 import math
@@ -46,10 +47,10 @@ import torch
 
 from ..core.registry import register_layer
 from ..data.datum import decode_image, read_image, resize
-from ..data.prefetch import Prefetcher
+from ..data.prefetch import random_state, set_random_state
 from ..errors import DataError, LayerError
 from ..log import logger
-from .base_data import BasePrefetchingDataLayer
+from .base_data import BasePrefetchingDataLayer, read_lines
 
 Window = namedtuple("Window", "image label overlap x1 y1 x2 y2 line")
 Image = namedtuple("Image", "path channels height width line")
@@ -57,11 +58,7 @@ Image = namedtuple("Image", "path channels height width line")
 
 def _tokens(path):
     """(token, line number) for every whitespace-separated word of a file."""
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except OSError as exc:
-        raise DataError(f"Failed to open window file {path}: {exc.strerror}") from None
+    lines = read_lines(path, "window file")
     return [(word, number) for number, line in enumerate(lines, 1) for word in line.split()]
 
 
@@ -161,13 +158,18 @@ def window_geometry(window, image_height, image_width, crop_size, context_pad=0,
 
 
 class WindowSampler:
-    """Endless (window, mirror) draws, batch by batch: the background windows first, then the foreground."""
+    """Endless (window, mirror) draws, batch by batch: the background windows first, then the foreground.
+
+    Every batch is drawn afresh, so between batches the generator's state is the whole position."""
 
     def __init__(self, fg, bg, batch_size, fg_fraction, mirror, seed):
         self.fg, self.bg, self.mirror = fg, bg, mirror
         num_fg = int(np.float32(batch_size) * np.float32(fg_fraction))
         self.counts = (batch_size - num_fg, num_fg)
         self.rng = random.Random(seed)
+
+    def position(self):
+        return {"rng": random_state(self.rng)}
 
     def __iter__(self):
         draw = functools.partial(self.rng.getrandbits, 32)
@@ -279,6 +281,7 @@ class WindowDataLayer(BasePrefetchingDataLayer):
                                                f"batch from, Actual: none")
         # Caffe shapes the top with the channels the window file gives for its last image.
         self.channels = self.images[-1].channels
+        self.batch_size = param.batch_size
         top[0].reshape((param.batch_size, self.channels, self.crop_size, self.crop_size))
         logger.info("output data size: %s", ",".join(str(s) for s in top[0].shape))
         top[1].reshape((param.batch_size,))
@@ -313,7 +316,10 @@ class WindowDataLayer(BasePrefetchingDataLayer):
                         f"Expect: 1 mean_value or one per channel ({channels}), Actual: {len(self.mean_values)}")
             self.mean_values = self.mean_values.expand(channels).contiguous()
 
-    def make_prefetcher(self):
-        loader = WindowBatchLoader(self, self.images, self.cache)
-        return Prefetcher(iter(self.sampler), self.param.window_data_param.batch_size, loader,
-                          self.param.data_param.prefetch, name=self.name)
+    def make_records(self, position):
+        if position is not None:
+            set_random_state(self.sampler.rng, position["rng"])
+        return self.sampler
+
+    def make_loader(self):
+        return WindowBatchLoader(self, self.images, self.cache)

@@ -11,11 +11,12 @@ import numpy as np
 
 from ..data import db as db_mod
 from ..data.datum import datum_to_array, parse_datum
-from ..errors import BrewnetError, DataError
-from ..log import init_log, logger
+from ..errors import DataError
+from ..log import logger
 from ..proto import caffe_pb2
 from ..proto.io import write_binary
-from .tool_flags import Progress, parse_flags
+from .progress import Progress
+from .tool_flags import run_tool
 
 USAGE = ("Compute the mean_image of a set of images given by a leveldb/lmdb\n"
          "Usage:\n    compute_image_mean [FLAGS] INPUT_DB [OUTPUT_FILE]")
@@ -54,25 +55,18 @@ def mean_to_proto(mean):
     return proto
 
 
+def run(flags, args):
+    mean = compute_mean(args[0], flags["backend"])
+    if len(args) == 2:
+        logger.info("Write to %s", args[1])
+        write_binary(mean_to_proto(mean), args[1])
+    logger.info("Number of channels: %d", mean.shape[0])
+    for c, value in enumerate(mean.reshape(mean.shape[0], -1).mean(axis=1)):
+        logger.info("mean_value channel [%d]: %g", c, value)
+
+
 def main(argv=None):
-    init_log()
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        flags, args = parse_flags(argv, FLAGS, USAGE)
-        if not 1 <= len(args) <= 2:
-            print(USAGE, file=sys.stderr)
-            return 1
-        mean = compute_mean(args[0], flags["backend"])
-        if len(args) == 2:
-            logger.info("Write to %s", args[1])
-            write_binary(mean_to_proto(mean), args[1])
-        logger.info("Number of channels: %d", mean.shape[0])
-        for c, value in enumerate(mean.reshape(mean.shape[0], -1).mean(axis=1)):
-            logger.info("mean_value channel [%d]: %g", c, value)
-    except BrewnetError as exc:
-        logger.error("%s", exc)
-        return 1
-    return 0
+    return run_tool(run, argv, FLAGS, USAGE, nargs=(1, 2))
 
 
 if __name__ == "__main__":

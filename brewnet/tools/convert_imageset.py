@@ -18,9 +18,10 @@ import sys
 
 from ..data import db as db_mod
 from ..data.datum import encode_image, image_to_datum, read_image
-from ..errors import BrewnetError, DataError
-from ..log import init_log, logger
-from .tool_flags import Progress, parse_flags
+from ..errors import DataError
+from ..log import logger
+from .progress import Progress
+from .tool_flags import run_tool
 
 USAGE = ("Convert a set of images to the leveldb/lmdb\nformat used as input for Caffe.\n"
          "Usage:\n    convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME")
@@ -98,18 +99,7 @@ def convert(root_folder, list_file, db_path, gray=False, shuffle=False, backend=
 
 
 def main(argv=None):
-    init_log()
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        flags, args = parse_flags(argv, FLAGS, USAGE)
-        if len(args) != 3:
-            print(USAGE, file=sys.stderr)
-            return 1
-        convert(args[0], args[1], args[2], **flags)
-    except BrewnetError as exc:
-        logger.error("%s", exc)
-        return 1
-    return 0
+    return run_tool(lambda flags, args: convert(*args, **flags), argv, FLAGS, USAGE, nargs=(3,))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ import sys
 from ..data import db as db_mod
 from ..data.datum import array_to_datum
 from ..data.mnist import read_idx_images, read_idx_labels
-from ..errors import BrewnetError, DataError
-from ..log import init_log, logger
-from .tool_flags import Progress, parse_flags
+from ..errors import DataError
+from ..log import logger
+from .progress import Progress
+from .tool_flags import run_tool
 
 USAGE = ("This script converts the MNIST dataset to the lmdb/leveldb format used by Caffe to load data.\n"
          "Usage:\n    convert_mnist_data [FLAGS] input_image_file input_label_file output_db_file")
@@ -41,18 +42,7 @@ def convert(image_file, label_file, db_path, backend="lmdb", commit_every=1000):
 
 
 def main(argv=None):
-    init_log()
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        flags, args = parse_flags(argv, FLAGS, USAGE)
-        if len(args) != 3:
-            print(USAGE, file=sys.stderr)
-            return 1
-        convert(args[0], args[1], args[2], flags["backend"])
-    except BrewnetError as exc:
-        logger.error("%s", exc)
-        return 1
-    return 0
+    return run_tool(lambda flags, args: convert(*args, flags["backend"]), argv, FLAGS, USAGE, nargs=(3,))
 
 
 if __name__ == "__main__":

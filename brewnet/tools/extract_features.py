@@ -18,9 +18,10 @@ from ..core import common
 from ..core.net import Net
 from ..data import db as db_mod
 from ..errors import BrewnetError
-from ..log import init_log, logger
+from ..log import logger
 from ..proto import caffe_pb2
-from .tool_flags import Progress
+from .progress import Progress
+from .tool_flags import run_tool
 
 USAGE = ("This program takes in a trained network and an input data layer, and then extract features of the "
          "input data produced by the net.\n"
@@ -118,24 +119,21 @@ def _extract(net, blob_names, databases, num_mini_batches):
     return dict(zip(blob_names, counts))
 
 
-def main(argv=None):
-    init_log()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 6:
-        logger.error("%s", USAGE)
-        return 1
+def run(_, args):
+    if len(args) < 6:
+        raise BrewnetError(USAGE)   # Caffe logs its usage as an error
+    set_device(args[6:])
+    weights, proto, blobs, datasets, batches, db_type = args[:6]
     try:
-        set_device(argv[6:])
-        weights, proto, blobs, datasets, batches, db_type = argv[:6]
-        try:
-            num_mini_batches = int(batches)
-        except ValueError:
-            raise BrewnetError(f"num_mini_batches: Expect: an integer, Actual: {batches!r}") from None
-        extract_features(weights, proto, blobs.split(","), datasets.split(","), num_mini_batches, db_type)
-    except BrewnetError as exc:
-        logger.error("%s", exc)
-        return 1
-    return 0
+        num_mini_batches = int(batches)
+    except ValueError:
+        raise BrewnetError(f"num_mini_batches: Expect: an integer, Actual: {batches!r}") from None
+    extract_features(weights, proto, blobs.split(","), datasets.split(","), num_mini_batches, db_type)
+
+
+def main(argv=None):
+    # Caffe's extract_features parses no flags: every argument is positional.
+    return run_tool(run, argv)
 
 
 if __name__ == "__main__":

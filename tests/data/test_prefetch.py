@@ -120,3 +120,40 @@ def test_skip_and_wrap(tmp_path):
 def test_missing_db(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         next(db_records(tmp_path / "nope", "lmdb"))
+
+
+def test_position_is_that_of_the_consumed_batch_not_the_read_ahead(tmp_path):
+    path = make_db(tmp_path / "db", 5)
+    loaded = []
+
+    def load(chunk):
+        loaded.append(chunk)
+        return [k for k, _ in chunk]
+    prefetcher = Prefetcher(db_records(path, "lmdb"), 2, load, prefetch=3, loader_state=lambda: len(loaded))
+    try:
+        assert prefetcher.position == {"source": {"index": 0, "skip": 0}, "loader": 0}
+        assert prefetcher.next_batch() == [b"00000000", b"00000001"]
+        assert prefetcher.next_batch() == [b"00000002", b"00000003"]
+        time.sleep(0.05)   # the threads have read and loaded further meanwhile
+        assert len(loaded) > 2
+        assert prefetcher.position == {"source": {"index": 4, "skip": 0}, "loader": 2}
+    finally:
+        prefetcher.stop()
+
+
+def test_db_records_resume_from_a_position(tmp_path):
+    path = make_db(tmp_path / "db", 5)
+    records = db_records(path, "lmdb", skip=2)
+    assert records.position() == {"index": 0, "skip": 2}
+    assert [next(records)[0] for _ in range(3)] == [b"00000002", b"00000003", b"00000004"]
+    assert records.position() == {"index": 5, "skip": 0}   # the end: the next record is the first again
+    records.close()
+    for position, first in (({"index": 5, "skip": 0}, b"00000000"), ({"index": 0, "skip": 2}, b"00000002"),
+                            ({"index": 3, "skip": 0}, b"00000003")):
+        resumed = db_records(path, "lmdb", skip=position["skip"], start=position["index"])
+        assert next(resumed)[0] == first
+        resumed.close()
+    # rank 1 of 2 (records 1, 3) from index 2: record 3, then 1 again
+    shared = db_records(path, "lmdb", rank=1, num_ranks=2, start=2)
+    assert [next(shared)[0] for _ in range(3)] == [b"00000003", b"00000001", b"00000003"]
+    shared.close()

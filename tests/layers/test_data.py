@@ -9,7 +9,7 @@ from brewnet.errors import LayerError, DataError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import write_binary
 
-from ._data_helpers import layer_from_file, layer_from_text, setup
+from ._data_helpers import check_exact_resume, layer_from_file, layer_from_text, setup
 
 CASES = ["datalayer_mnist", "datalayer_mnist_leveldb", "datalayer_images_raw", "datalayer_images_gray32",
          "datalayer_images_encoded_color", "datalayer_images_encoded_force_gray"]
@@ -155,3 +155,44 @@ def test_solver_ranks_read_disjoint_shares(tmp_path, two_solvers, backend):
     assert not set(shares[0][0]) & set(shares[1][0])
     assert sorted(shares[0][0] + shares[1][0]) == list(range(10))
     assert batches(1, caffe_pb2.TEST) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+
+
+def write_random_db(path, n, shape=(1, 6, 7)):
+    images = np.random.RandomState(0).randint(0, 256, (n,) + shape).astype(np.uint8)
+    with dbm.open_db(path, "lmdb", dbm.NEW) as database:
+        txn = database.transaction()
+        for i, image in enumerate(images):
+            txn.put(dbm.format_key(i), caffe_pb2.Datum(channels=shape[0], height=shape[1], width=shape[2],
+                                                       data=image.tobytes(), label=i).SerializeToString())
+        txn.commit()
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_exact_resume_with_random_crop_mirror_and_skip(tmp_path, k):
+    """7 records, batch 3: the 4 batches after the state cross the end of the database; the random crop,
+    mirror and rand_skip come out the same from a fresh layer given the state (k = 0: before any Forward)."""
+    write_random_db(tmp_path / "db", 7)
+    text = (f'name: "d" type: "Data" top: "data" top: "label" transform_param {{ crop_size: 4 mirror: true }} '
+            f'data_param {{ source: "{tmp_path / "db"}" backend: LMDB batch_size: 3 rand_skip: 5 prefetch: 2 }}')
+    state = check_exact_resume(lambda: layer_from_text(text, caffe_pb2.TRAIN), 2, k, 4)
+    assert set(state) == {"source", "transformer_rng"}
+    if k:
+        assert state["source"]["skip"] == 0   # the skip was passed over with the first batch
+
+
+def test_state_dict_reports_the_consumed_batch_not_the_read_ahead(tmp_path):
+    write_random_db(tmp_path / "db", 20)
+    layer = layer_from_text(f'name: "d" type: "Data" top: "data" top: "label" '
+                            f'data_param {{ source: "{tmp_path / "db"}" backend: LMDB batch_size: 2 prefetch: 3 }}')
+    top = setup(layer)
+    try:
+        layer.Forward([], top)
+        layer.Forward([], top)
+        threading.Event().wait(0.05)   # the threads fill their queues meanwhile
+        assert layer.state_dict()["source"] == {"index": 4, "skip": 0}
+        assert top[1].data.tolist() == [2, 3]
+        layer.load_state_dict({"source": {"index": 9, "skip": 0}, "transformer_rng": None})
+        layer.Forward([], top)
+        assert top[1].data.tolist() == [9, 10]
+    finally:
+        layer.close()

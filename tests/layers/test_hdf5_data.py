@@ -7,7 +7,7 @@ import torch
 from brewnet.core.blob import Blob
 from brewnet.errors import LayerError
 
-from ._data_helpers import layer_from_text, setup
+from ._data_helpers import check_exact_resume, layer_from_text, setup
 
 
 def test_golden_solver_data_in_order(golden, monkeypatch):
@@ -99,3 +99,14 @@ def test_hdf5_output(tmp_path):
         assert handle["data"].shape == (2, 3, 1, 1) and handle["label"].shape == (2, 1, 1, 1)
         assert handle["data"][:].ravel().tolist() == [1, 2, 3, 4, 5, 6]
         assert handle["label"][:].ravel().tolist() == [7, 8]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_exact_resume_shuffled_across_files(tmp_path, k):
+    """3 files of 3, 2 and 4 rows, batch 4: the state falls inside a file; the 6 batches after it cross files
+    and passes, with the file order and every row order drawn again."""
+    write_files(tmp_path, [3, 2, 4])
+    text = (f'name: "h" type: "HDF5Data" top: "y" top: "x" '
+            f'hdf5_data_param {{ source: "{tmp_path / "list.txt"}" batch_size: 4 shuffle: true }}')
+    state = check_exact_resume(lambda: layer_from_text(text), 2, k, 6)
+    assert state["offset"] == 4 * k and sorted(state["file_order"]) == [0, 1, 2]

@@ -5,7 +5,7 @@ import pytest
 from brewnet.data.datum import encode_image
 from brewnet.errors import DataError, LayerError
 
-from ._data_helpers import layer_from_file, layer_from_text, setup
+from ._data_helpers import check_exact_resume, layer_from_file, layer_from_text, setup
 
 
 def test_golden_resize_batches(golden, monkeypatch):
@@ -90,3 +90,40 @@ def test_bad_list(tmp_path):
                             'image_data_param { source: "x.txt" batch_size: 1 new_height: 3 }')
     with pytest.raises(LayerError, match="new_height and new_width"):
         setup(layer)
+
+
+def write_noise_images(tmp_path, n, size=(5, 6)):
+    lines = []
+    for i in range(n):
+        image = np.random.RandomState(i).randint(0, 256, size + (3,)).astype(np.uint8)
+        (tmp_path / f"n{i}.png").write_bytes(encode_image(image, "png"))
+        lines.append(f"n{i}.png {i}")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_exact_resume_shuffled_with_crop_and_mirror(tmp_path, k):
+    """7 images, batch 3: the 5 batches after the state cross two reshuffles; order, reshuffles, crop offsets
+    and mirroring all come back from the state."""
+    from brewnet.proto import caffe_pb2
+    write_noise_images(tmp_path, 7)
+    text = (f'name: "d" type: "ImageData" top: "data" top: "label" transform_param {{ crop_size: 4 mirror: true }} '
+            f'image_data_param {{ source: "{tmp_path / "list.txt"}" root_folder: "{tmp_path}/" batch_size: 3 '
+            f'shuffle: true }}')
+    state = check_exact_resume(lambda: layer_from_text(text, caffe_pb2.TRAIN), 2, k, 5)
+    assert sorted(state["source"]["order"].tolist()) == list(range(7)) and state["source"]["cursor"] == 3 * k % 7
+
+
+def test_resume_refuses_a_position_for_another_list(tmp_path):
+    write_noise_images(tmp_path, 4)
+    text = (f'name: "d" type: "ImageData" top: "data" top: "label" image_data_param {{ '
+            f'source: "{tmp_path / "list.txt"}" root_folder: "{tmp_path}/" batch_size: 2 shuffle: true }}')
+    layer = layer_from_text(text)
+    setup(layer)
+    try:
+        state = layer.state_dict()
+        state["source"]["order"] = np.arange(9)
+        with pytest.raises(LayerError, match="does not fit the 4 lines"):
+            layer.load_state_dict(state)
+    finally:
+        layer.close()

@@ -42,3 +42,21 @@ def test_add_datum_vector_transforms():
     layer.Forward([], top)
     assert top[0].data.numpy()[:, 0, 0, 0].tolist() == [0.0, 2.0]
     assert top[1].data.numpy().ravel().tolist() == [0.0, 1.0]
+
+
+def test_state_dict_is_the_next_row():
+    data = np.arange(6 * 6, dtype=np.float32).reshape(6, 1, 2, 3)
+    layer = layer_from_text(TEXT)
+    top = setup(layer)
+    layer.set_input_arrays(data, np.arange(6, dtype=np.float32))
+    layer.Forward([], top)
+    state = layer.state_dict()
+    assert state == {"pos": 2}
+    fresh = layer_from_text(TEXT)
+    fresh_top = setup(fresh)
+    fresh.set_input_arrays(data, np.arange(6, dtype=np.float32))
+    fresh.load_state_dict(state)
+    fresh.Forward([], fresh_top)
+    assert np.array_equal(fresh_top[0].data.numpy(), data[2:4])
+    with pytest.raises(LayerError, match="inside the 6 rows"):
+        fresh.load_state_dict({"pos": 6})

@@ -270,3 +270,62 @@ def test_python_layers_in_a_net(user_module):
     net.blobs["three"].diff.fill_(7.0)
     net.backward()
     assert torch.all(net.blobs["data"].diff == 7000)
+
+
+STATEFUL_LAYERS = '''
+import numpy as np
+from brewnet.layers.python_layer import PythonLayerBase
+
+
+class Counter(PythonLayerBase):
+    """A data layer in Python: top = its counter, which state_dict saves."""
+
+    def setup(self, bottom, top):
+        self.count = 0
+
+    def reshape(self, bottom, top):
+        top[0].reshape(2)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = [self.count, self.count + 1]
+        self.count += 2
+
+    def state_dict(self):
+        return {"count": self.count, "seen": np.arange(self.count)}
+
+    def load_state_dict(self, state):
+        if state["count"] < 0:
+            raise ValueError("negative count")
+        self.count = state["count"]
+
+
+class Plain(Counter):
+    state_dict = load_state_dict = None
+'''
+
+
+def test_state_dict_passes_through_only_when_the_class_defines_it(tmp_path, monkeypatch):
+    (tmp_path / "my_stateful_layers.py").write_text(STATEFUL_LAYERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        layer, top = python_layer("my_stateful_layers", "Counter"), [Blob()]
+        layer.setup([], top)
+        layer.Forward([], top)
+        state = layer.state_dict()
+        assert state["count"] == 2 and state["seen"].tolist() == [0, 1]
+        fresh, fresh_top = python_layer("my_stateful_layers", "Counter"), [Blob()]
+        fresh.setup([], fresh_top)
+        fresh.load_state_dict({"count": 6})
+        fresh.Forward([], fresh_top)
+        assert fresh_top[0].data.tolist() == [6, 7]
+        with pytest.raises(LayerError, match=r"Counter.load_state_dict raised ValueError: negative count"):
+            fresh.load_state_dict({"count": -1})
+        # what the snapshot checks: without callable methods the layer takes no part
+        plain = python_layer("my_stateful_layers", "Plain")
+        assert getattr(plain, "state_dict", None) is None and not hasattr(plain, "load_state_dict")
+    finally:
+        sys.modules.pop("my_stateful_layers", None)
+
+
+def test_layers_without_state_dict_have_none(user_module):
+    assert not hasattr(python_layer(user_module, "TimesTen"), "state_dict")

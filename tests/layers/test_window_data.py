@@ -16,7 +16,7 @@ from brewnet.layers.window_data import Window, read_window_file, window_geometry
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import write_binary
 
-from ._data_helpers import layer_from_text, setup
+from ._data_helpers import check_exact_resume, layer_from_text, setup
 
 HEIGHT, WIDTH = 40, 50
 
@@ -191,3 +191,10 @@ def test_errors_name_the_window_file(tmp_path):
     # batch 2 with fg_fraction 0.25 draws int(0.5) = 0 foreground windows: the background one (line 8) fails
     with running(layer) as top, pytest.raises(DataError, match="windows.txt:8: could not open or find .*missing"):
         layer.Forward([], top)
+
+
+def test_exact_resume_of_the_sampling(tmp_path):
+    write_image(tmp_path / "a.png", 1)
+    source = write_window_file(tmp_path, [("a.png", [(1, 0.9, 0, 0, 9, 9), (2, 0.7, 10, 10, 29, 29),
+                                                     (0, 0.2, 1, 1, 8, 8), (0, 0.1, 5, 5, 30, 25)])])
+    check_exact_resume(lambda: window_layer(source, tmp_path, 4, 8, "fg_fraction: 0.5", "mirror: true"), 2, 2, 3)

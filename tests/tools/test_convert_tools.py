@@ -5,7 +5,6 @@ import pytest
 from brewnet.data.db import open_db
 from brewnet.data.mnist import write_idx_images, write_idx_labels
 from brewnet.tools import compute_image_mean, convert_imageset, convert_mnist_data
-from brewnet.tools.tool_flags import FlagError, parse_flags
 
 
 def records(path, backend="lmdb"):
@@ -58,15 +57,20 @@ def test_missing_db_fails_cleanly(tmp_path, capsys):
     assert convert_mnist_data.main(["a", "b"]) == 1   # usage
 
 
-def test_flag_parsing():
-    flags = {"gray": (False, ""), "resize_height": (0, ""), "backend": ("lmdb", "")}
-    assert parse_flags(["-gray", "x", "--resize_height=3", "-backend", "leveldb", "y"], flags, "") == \
-        ({"gray": True, "resize_height": 3, "backend": "leveldb"}, ["x", "y"])
-    assert parse_flags(["-nogray", "-gray=false"], flags, "")[0]["gray"] is False
-    with pytest.raises(FlagError, match="unknown command line flag 'shuffle'"):
-        parse_flags(["-shuffle"], flags, "")
-    with pytest.raises(FlagError, match="Expect: a int"):
-        parse_flags(["-resize_height=big"], flags, "")
+def test_gflags_command_lines(golden, tmp_path, monkeypatch, capsys):
+    """The converters take brewnet.tools.flags' command line: help, gflags errors, `--`, status codes."""
+    assert convert_imageset.main(["-help"]) == 0
+    out = capsys.readouterr().out
+    assert "convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME" in out
+    assert "-resize_height (Height images are resized to) type: int32 default: 0" in out
+    assert convert_imageset.main(["-resize_height=big", "a/", "b", "c"]) == 1
+    assert "illegal value 'big' specified for int32 flag 'resize_height'" in capsys.readouterr().err
+    assert compute_image_mean.main(["-shuffle", "db"]) == 1
+    assert "unknown command line flag 'shuffle'" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)   # after `--` a file name may start with '-'
+    assert compute_image_mean.main(["-backend=lmdb", "--", str(golden / "files" / "mnist1000_lmdb"),
+                                    "-mean.binaryproto"]) == 0
+    assert (tmp_path / "-mean.binaryproto").stat().st_size > 0
 
 
 def test_create_mnist_example(tmp_path):
