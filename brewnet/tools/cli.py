@@ -4,6 +4,7 @@
                 [-level L] [-stage s1,s2] [-sigint_effect stop|snapshot|none] [-sighup_effect ...] [-procs N]
     caffe test  -model M -weights W [-iterations 50] [-gpu 0] [-level L] [-stage s]
     caffe time  -model M [-iterations 50] [-phase TRAIN|TEST] [-gpu 0]
+    (train, test, time) [-precision fp32|bf16|fp16]     brewnet only: mixed-precision compute
     caffe device_query [-gpu 0|all]
 
 `brewnet <tool> args...` runs any other tool of brewnet.tools (convert_mnist_data, compute_image_mean,
@@ -13,20 +14,21 @@ Exit status 0 on success, 1 on a user error (logged as a glog 'F' line naming th
 """
 import importlib
 import importlib.util
+import os
 import sys
 import time as _time
 
 import numpy as np
 import torch
 
-from .. import __version__
 from ..core import common
 from ..core.net import Net
+from ..core.precision import ENV_VARIABLE, Precision, check_mode, get_precision
 from ..errors import BrewnetError
 from ..log import get_logger, init_log
 from ..proto import caffe_pb2
 from ..solvers import get_solver, load_solver_param
-from .flags import FlagError, HelpRequested, VersionRequested, parse_flags
+from .tool_flags import parse_command_line
 from .signal_handler import SignalHandler, action_from_flag
 
 log = get_logger("caffe")
@@ -56,6 +58,9 @@ FLAGS = {
                               "none."),
     "sighup_effect": ("snapshot", "Optional; action to take when a SIGHUP signal is received: snapshot, stop "
                                   "or none."),
+    "precision": ("", "Optional (brewnet only); compute precision for train, test and time: fp32, bf16 "
+                      "(autocast) or fp16 (autocast with dynamic loss scaling); default $BREWNET_PRECISION, "
+                      "else fp32. Weights, diffs and snapshots stay fp32."),
     "procs": (1, "Optional; train data-parallel in this many CPU processes (gloo). The effective training batch "
                  "size is multiplied by the number of processes."),
 }
@@ -102,6 +107,11 @@ def use_device(gpus, what="Use GPU with device ID"):
     log.info("GPU device name: %s", torch.cuda.get_device_name(gpus[0]))
     common.set_device(gpus[0])
     common.set_mode_gpu()
+
+
+def _precision_mode(flags):
+    """-precision if given, else the default ($BREWNET_PRECISION, else fp32)."""
+    return check_mode(flags["precision"], "-precision") if flags["precision"] else get_precision()
 
 
 def _cuda_sync():
@@ -154,13 +164,16 @@ def train(flags):
     elif flags["weights"]:
         del solver_param.weights[:]
         solver_param.weights.append(flags["weights"])
+    precision = _precision_mode(flags)
     from ..parallel import distributed
     if len(gpus) > 1 or flags["procs"] > 1 or distributed.torchrun_environment() is not None:
         # One solver per rank (per GPU, per -procs process, or per torchrun process), gradients averaged.
+        # The ranks' solvers take their precision from the environment, which the spawned processes inherit.
+        os.environ[ENV_VARIABLE] = precision
         return distributed.train(solver_param, source=flags["solver"], procs=flags["procs"], gpus=gpus,
                                  snapshot=flags["snapshot"] or None, sigint_effect=sigint, sighup_effect=sighup)
     with SignalHandler(sigint, sighup) as handler:
-        solver = get_solver(solver_param, source=flags["solver"])
+        solver = get_solver(solver_param, source=flags["solver"], precision=precision)
         solver.set_action_function(handler.check_for_signals)
         if flags["snapshot"]:
             log.info("Resuming from %s", flags["snapshot"])
@@ -179,6 +192,7 @@ def test(flags):
         raise BrewnetError("Need a model definition to score (-model).")
     if not flags["weights"]:
         raise BrewnetError("Need model weights to score (-weights).")
+    precision = Precision(_precision_mode(flags))
     use_device(get_gpus(flags["gpu"]))
     net = Net(flags["model"], phase=caffe_pb2.TEST, level=flags["level"], stages=get_stages(flags["stage"]))
     try:
@@ -188,8 +202,10 @@ def test(flags):
         log.info("Running for %d iterations.", iterations)
         names = _output_names(net)
         scores, loss = None, np.float32(0)
+        if precision.enabled:
+            log.info("Precision: %s compute, fp32 weights", precision.mode)
         for i in range(iterations):
-            iter_loss = net.forward()
+            iter_loss = precision.forward(net)
             loss += np.float32(iter_loss)
             values = [b.data.detach().to("cpu", torch.float32).numpy().ravel().copy() for b in net.output_blobs]
             for name, vec in zip(names, values):
@@ -213,10 +229,14 @@ def time(flags):
     if not flags["model"]:
         raise BrewnetError("Need a model definition to time (-model).")
     phase = get_phase(flags["phase"], caffe_pb2.TRAIN)
+    precision = Precision(_precision_mode(flags))
     use_device(get_gpus(flags["gpu"]))
     net = Net(flags["model"], phase=phase, level=flags["level"], stages=get_stages(flags["stage"]))
     try:
-        _benchmark(net, flags["iterations"])
+        if precision.enabled:
+            log.info("Precision: %s compute, fp32 weights", precision.mode)
+        with precision.compute(net.device):
+            _benchmark(net, flags["iterations"])
     finally:
         net.close()
     return 0
@@ -309,17 +329,10 @@ def main(argv=None):
         tool = find_tool(argv[0])
         if tool is not None:
             return tool.main(argv[1:]) or 0
-    try:
-        flags, positional = parse_flags(argv, FLAGS, USAGE)
-    except HelpRequested as request:
-        print(request.text)
-        return 0
-    except VersionRequested:
-        print(f"caffe version 1.0.0 (brewnet {__version__})")
-        return 0
-    except FlagError as error:
-        print(error, file=sys.stderr)
-        return 1
+    parsed = parse_command_line(argv, FLAGS, USAGE)
+    if isinstance(parsed, int):
+        return parsed
+    flags, positional = parsed
     if len(positional) != 1:
         print(USAGE, file=sys.stderr)
         return 1
