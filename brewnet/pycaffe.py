@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from .core.net import Net as CoreNet
+from .core.precision import Precision, get_precision, set_precision  # noqa: F401  (caffe.set_precision)
 from .core.pyblob import PyBlob, PyBlobVec
 from .errors import BrewnetError, NetError
 from .log import get_logger
@@ -88,10 +89,12 @@ class Net:
         Net(network_file, phase, level=0, stages=None, weights=None)
         Net(network_file, weights_file, phase)          # the older form, still common in scripts
 
-    `network_file` may also be a NetParameter (e.g. from NetSpec.to_proto()).
+    `network_file` may also be a NetParameter (e.g. from NetSpec.to_proto()).  brewnet only: `precision=`
+    'fp32', 'bf16' or 'fp16' computes forward/backward in that precision (weights stay fp32); without it the
+    net follows caffe.set_precision (default fp32).
     """
 
-    def __init__(self, network_file, *args, phase=None, level=0, stages=None, weights=None):
+    def __init__(self, network_file, *args, phase=None, level=0, stages=None, weights=None, precision=None):
         if args and isinstance(args[0], (str, os.PathLike)):       # Net(model, weights, phase)
             if len(args) > 2:
                 raise BrewnetError(f"Net(network_file, weights_file, phase) takes 3 arguments, got {1 + len(args)}")
@@ -113,17 +116,19 @@ class Net:
         core = CoreNet(network_file, phase=phase, level=level, stages=tuple(stages or ()))
         if weights is not None:
             core.copy_trained_layers_from(weights)
-        self._attach(core)
+        self._attach(core, Precision(precision) if precision is not None else None)
 
     @classmethod
-    def wrap(cls, core):
-        """The pycaffe face of an existing core Net (the nets a Solver built)."""
+    def wrap(cls, core, precision=None):
+        """The pycaffe face of an existing core Net (the nets a Solver built).  `precision`: a Precision, or a
+        function returning one (a solver's nets follow the solver's current precision)."""
         net = cls.__new__(cls)
-        net._attach(core)
+        net._attach(core, precision)
         return net
 
-    def _attach(self, core):
+    def _attach(self, core, precision=None):
         self._net = core
+        self._precision = precision
         self._before_forward, self._after_forward = [], []
         self._before_backward, self._after_backward = [], []
         self._build_views()
@@ -282,13 +287,28 @@ class Net:
             for hook in self._after_backward:
                 hook(i)
 
+    # --- precision (brewnet only) -------------------------------------------------------------------------------
+    @property
+    def precision(self):
+        """The Precision forward/backward run in: set_precision's, the owning solver's, else the default."""
+        p = self._precision
+        if callable(p):
+            p = p()
+        return p if p is not None else Precision.of(get_precision())
+
+    def set_precision(self, mode):
+        """'fp32', 'bf16' or 'fp16' for this net; None follows caffe.set_precision again."""
+        self._precision = None if mode is None else Precision(mode)
+
     def _forward(self, start, end):
         self._sync()
-        return self._run_forward(int(start), int(end))
+        with self.precision.compute(self._net.device):
+            return self._run_forward(int(start), int(end))
 
     def _backward(self, start, end):
         self._sync()
-        self._run_backward(int(start), int(end))
+        with self.precision.compute(self._net.device):
+            self._run_backward(int(start), int(end))
 
     def forward(self, blobs=None, start=None, end=None, **inputs):
         """Copy `inputs` (input blob name -> array) into the net, run layers start..end (names, inclusive) and

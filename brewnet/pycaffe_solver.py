@@ -25,10 +25,12 @@ class Solver:
     """The pycaffe face of a brewnet solver."""
     _core_class = None          # the brewnet solver class this wrapper builds
 
-    def __init__(self, solver_file):
+    def __init__(self, solver_file, precision=None):
+        """brewnet only: `precision` 'fp32', 'bf16' or 'fp16' (default: caffe.set_precision's, else fp32);
+        solver.set_precision(mode) changes it later."""
         if self._core_class is None:
             raise SolverError("caffe.Solver is abstract: use SGDSolver, AdamSolver, ... or get_solver(file)")
-        self._attach(self._core_class(solver_file))
+        self._attach(self._core_class(solver_file, precision=precision))
 
     @classmethod
     def wrap(cls, core):
@@ -38,8 +40,9 @@ class Solver:
 
     def _attach(self, core):
         self._solver = core
-        self._net = Net.wrap(core.net)
-        self._test_nets = [Net.wrap(n) for n in core.test_nets]
+        # The nets compute in the solver's precision (solver.set_precision changes both).
+        self._net = Net.wrap(core.net, lambda: core.precision)
+        self._test_nets = [Net.wrap(n, lambda: core.precision) for n in core.test_nets]
 
     def _sync(self):
         for net in [self._net] + self._test_nets:
@@ -156,9 +159,9 @@ _BY_CORE_CLASS = {cls._core_class: cls for cls in (SGDSolver, NesterovSolver, Ad
                                                    AdaDeltaSolver, AdamSolver)}
 
 
-def get_solver(solver_file):
+def get_solver(solver_file, precision=None):
     """The solver a solver prototxt (or SolverParameter) asks for by its `type`."""
-    core = core_solvers.get_solver(solver_file)
+    core = core_solvers.get_solver(solver_file, precision=precision)
     cls = next((wrapper for core_cls, wrapper in _BY_CORE_CLASS.items() if type(core) is core_cls), None)
     if cls is None:     # a user-registered solver type: the closest pycaffe class it derives from
         cls = next((w for c, w in _BY_CORE_CLASS.items() if isinstance(core, c)), Solver)

@@ -10,7 +10,7 @@ from brewnet.core.common import set_device, set_mode_cpu, set_mode_gpu, set_rand
 from brewnet.core.registry import layer_type_list  # noqa: F401
 from brewnet.layers.python_layer import PythonLayerBase as Layer  # noqa: F401
 from brewnet.proto.caffe_pb2 import TEST, TRAIN  # noqa: F401
-from brewnet.pycaffe import Net, has_nccl, init_log, log  # noqa: F401
+from brewnet.pycaffe import Net, has_nccl, init_log, log, set_precision  # noqa: F401
 from brewnet.pycaffe_solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
                                     RMSPropSolver, SGDSolver, Solver, Timer, get_solver)
 

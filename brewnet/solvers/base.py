@@ -25,6 +25,7 @@ import torch
 
 from ..core import common
 from ..core.net import Net
+from ..core.precision import Precision
 from ..errors import BrewnetError, ProtoError, SolverError
 from ..log import get_logger
 from ..proto import caffe_pb2
@@ -53,7 +54,9 @@ def load_solver_param(path):
 class Solver:
     type = None     # set by @register_solver
 
-    def __init__(self, param, source=None):
+    def __init__(self, param, source=None, precision=None):
+        """`precision`: 'fp32', 'bf16' or 'fp16' (or a core.precision.Precision); None takes the default of
+        brewnet.core.precision.get_precision() (caffe.set_precision, $BREWNET_PRECISION, else fp32)."""
         if isinstance(param, (str, os.PathLike)):
             source = os.fspath(param)
             param = load_solver_param(param)
@@ -63,12 +66,15 @@ class Solver:
         self.source = source or "SolverParameter"
         log.info("Initializing solver from parameters: \n%s", self.param)
         self._validate()
+        self.precision = Precision.of(precision)
         self._check_snapshot_write_permissions()
         if self.param.random_seed >= 0:
             common.set_random_seed(self.param.random_seed)
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets()
         log.info("Solver scaffolding done.")
+        if self.precision.enabled:
+            self._log_precision()
         self.iter = 0
         self.current_step = 0
         self.callbacks = []
@@ -192,6 +198,18 @@ class Solver:
                 log.info("Finetuning from %s", name)
                 net.copy_trained_layers_from(name)
 
+    # --- precision (brewnet only: Caffe's SolverParameter has no field for it) ---------------------------------
+    def set_precision(self, precision, **scaler_args):
+        """Compute in 'fp32', 'bf16' or 'fp16' from the next iteration on; parameters, their history and the
+        snapshots stay fp32.  fp16 takes LossScaler's keyword arguments (init_scale, growth_interval, ...)."""
+        self.precision = precision if isinstance(precision, Precision) else Precision(precision, **scaler_args)
+        self._log_precision()
+
+    def _log_precision(self):
+        p = self.precision
+        log.info("Precision: %s compute, fp32 master weights%s", p.mode,
+                 f"; [fp16] loss scale {_g(p.scaler.scale)} (dynamic)" if p.scaler is not None else "")
+
     # --- hooks for the update rules --------------------------------------------------------------------------
     def pre_solve(self):
         """Create the update rule's state (history); SGDSolver and its children override this."""
@@ -243,17 +261,23 @@ class Solver:
             self.net.debug_info = bool(display and p.debug_info)
             loss = 0.0
             for _ in range(p.iter_size):
-                batch_loss = self.net.forward_backward()
+                batch_loss = self.precision.forward_backward(self.net)
                 if not math.isfinite(batch_loss):
                     self._stop_on_non_finite(batch_loss)
                 loss += batch_loss
+            self.precision.unscale(self.net.learnable_params)     # fp16: the diffs carry the loss scale
             loss = float(F(loss) / F(p.iter_size))
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             if display:
                 self._display()
             for callback in self.callbacks:
                 callback.on_gradients_ready()
-            self.apply_update()
+            # fp16: gradients with inf/NaN (checked after the callbacks, so after a data-parallel average, for
+            # every rank alike) skip the update; the iteration still counts, as in torch.amp.
+            if self.precision.accept_update(self.net.learnable_params, self.iter):
+                self.apply_update()
+            else:
+                self.iter += 1
             request = self.requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SolverAction.SNAPSHOT:
                 self.snapshot()
@@ -279,7 +303,7 @@ class Solver:
         # One more forward pass to show the loss of the final weights, and a last test (as Caffe).
         if p.display and self.iter % p.display == 0:
             with torch.no_grad():
-                loss = self.net.forward()
+                loss = self.precision.forward(self.net)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             log.info("Iteration %d, loss = %s", self.iter, _g(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
@@ -360,7 +384,7 @@ class Solver:
             if self.requested_early_exit:
                 break
             with torch.no_grad():
-                iter_loss = test_net.forward()
+                iter_loss = self.precision.forward(test_net)
             if p.test_compute_loss:
                 loss += F(iter_loss)
             values = [_values(b) for b in test_net.output_blobs]

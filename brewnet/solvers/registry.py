@@ -55,9 +55,10 @@ def solver_class(type_name, source="solver"):
     return _registry[type_name]
 
 
-def get_solver(param, source=None):
+def get_solver(param, source=None, precision=None):
     """Create the solver for `param`: a SolverParameter or the path of a solver prototxt (pycaffe's get_solver).
-    `source` names the solver file in messages (and locates relative net paths) when param is a message."""
+    `source` names the solver file in messages (and locates relative net paths) when param is a message;
+    `precision` ('fp32', 'bf16', 'fp16'; brewnet only) defaults to core.precision.get_precision()."""
     from .base import load_solver_param
     source = source or "SolverParameter"
     if isinstance(param, (str, os.PathLike)):
@@ -66,4 +67,6 @@ def get_solver(param, source=None):
     elif not isinstance(param, caffe_pb2.SolverParameter):
         raise SolverError(f"get_solver: expected a SolverParameter or a prototxt path, got {type(param).__name__}")
     cls = solver_class(solver_type(param, source), source)
+    if precision is not None:
+        return cls(param, source=source, precision=precision)
     return cls(param, source=source)

@@ -7,7 +7,7 @@
    `caffe train -solver examples/mnist/lenet_solver.prototxt`;
 3. report the final test accuracy on the 2 000 test digits.
 
-    python -m examples.mnist.demo [--iterations N] [--data IDX_DIR] [--test-iter N]
+    python -m examples.mnist.demo [--iterations N] [--data IDX_DIR] [--test-iter N] [--precision bf16]
 
 Full Fashion-MNIST (60 000 / 10 000, Debian's dataset-fashion-mnist), as in the book's comparison:
     python -m examples.mnist.demo --data /usr/share/datasets/fashion-mnist --test-iter 100
@@ -28,6 +28,8 @@ def main(argv=None):
     parser.add_argument("--solver", default="examples/mnist/lenet_solver.prototxt")
     parser.add_argument("--test-iter", type=int, default=None,
                         help="override test_iter (e.g. 100 for a 10 000-image test set at batch 100)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="compute precision (brewnet's mixed-precision mode; weights stay fp32)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)      # the prototxts name their databases relative to the repository root
     sys.path.insert(0, ROOT)
@@ -46,7 +48,7 @@ def main(argv=None):
         param.test_iter[:] = [args.test_iter]
     if not param.HasField("random_seed"):
         set_random_seed(1701)
-    solver = get_solver(param, source=args.solver)
+    solver = get_solver(param, source=args.solver, precision=args.precision)
     start = time.perf_counter()
     try:
         solver.solve()
@@ -59,7 +61,7 @@ def main(argv=None):
         solver.close()
     accuracy = results[0]["accuracy"]
     minutes = (time.perf_counter() - start) / 60
-    print(f"LeNet, {solver.iter} iterations in {minutes:.1f} min: test accuracy = {accuracy:.4f} "
+    print(f"LeNet ({args.precision}), {solver.iter} iterations in {minutes:.1f} min: test accuracy = {accuracy:.4f} "
           f"on {param.test_iter[0]} x {solver.test_nets[0].blobs['data'].shape[0]} test images")
     return 0
 
