@@ -5,6 +5,8 @@ diff is allocated only when first touched.  Reshaping to the same count keeps th
 count allocates fresh zeros — Caffe keeps its old buffer too, but its contents are undefined there, so zeros
 are the honest equivalent.  Legacy 4-D accessors (num/channels/height/width) follow Caffe's LegacyShape.
 """
+import math
+
 import numpy as np
 import torch
 
@@ -32,8 +34,7 @@ class Blob:
         return self._data.dim()
 
     def count(self, start_axis=0, end_axis=None):
-        dims = self.shape[start_axis:end_axis]
-        return int(np.prod(dims, dtype=np.int64)) if dims else 1
+        return math.prod(self._data.shape[start_axis:end_axis])     # Python ints: no overflow, 1 if empty
 
     def canonical_axis_index(self, axis):
         """Negative axes count from the end, as in Caffe; out of range is a user error."""
@@ -67,7 +68,7 @@ class Blob:
             raise BrewnetError(f"blob '{self.name}': negative dimension in shape {shape}")
         if shape == self.shape:
             return
-        if int(np.prod(shape, dtype=np.int64)) == self._data.numel():
+        if math.prod(shape) == self._data.numel():
             self._data = self._data.view(shape)
             if self._diff is not None:
                 self._diff = self._diff.view(shape)

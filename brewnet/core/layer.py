@@ -58,7 +58,8 @@ class Layer:
         for blob, weight in zip(top, self.loss_weights):
             if weight:
                 blob.diff.fill_(weight)
-                loss += float(torch.sum(blob.data * blob.diff))
+                # sum(top * weight), as Caffe's dot with the diff; weight 1 (nearly always) needs no product.
+                loss += float(blob.data.sum() if weight == 1 else torch.sum(blob.data * blob.diff))
         return loss
 
     def Backward(self, top, propagate_down, bottom):

@@ -50,8 +50,11 @@ class SplitLayer(Layer):
         if not propagate_down[0]:
             return
         diff = bottom[0].diff
-        diff.copy_(top[0].diff)
-        for t in top[1:]:
+        if len(top) == 1:
+            diff.copy_(top[0].diff)
+            return
+        torch.add(top[0].diff, top[1].diff, out=diff)     # one pass for the common two-consumer case
+        for t in top[2:]:
             diff.add_(t.diff)
 
 
@@ -184,8 +187,13 @@ class EltwiseLayer(Layer):
             for b in bottom[2:]:
                 y.mul_(b.data)
         elif self.op == EltwiseOp.SUM:
-            torch.mul(bottom[0].data, self.coeffs[0], out=y)
-            for b, c in zip(bottom[1:], self.coeffs[1:]):
+            if self.coeffs[0] == 1:
+                # x0 + c1 x1 in one pass (x0 * 1 is x0 exactly, so the sum is the same).
+                torch.add(bottom[0].data, bottom[1].data, alpha=self.coeffs[1], out=y)
+            else:
+                torch.mul(bottom[0].data, self.coeffs[0], out=y)
+                y.add_(bottom[1].data, alpha=self.coeffs[1])
+            for b, c in zip(bottom[2:], self.coeffs[2:]):
                 y.add_(b.data, alpha=c)
         else:
             a, b = bottom[0].data, bottom[1].data
@@ -215,7 +223,10 @@ class EltwiseLayer(Layer):
                     grad = y / b.data
                 torch.mul(grad, dy, out=b.diff)
             elif self.op == EltwiseOp.SUM:
-                torch.mul(dy, self.coeffs[i], out=b.diff)
+                if self.coeffs[i] == 1:
+                    b.diff.copy_(dy)
+                else:
+                    torch.mul(dy, self.coeffs[i], out=b.diff)
             else:
                 torch.where(self.max_idx == i, dy, torch.zeros((), dtype=dy.dtype, device=dy.device),
                             out=b.diff)

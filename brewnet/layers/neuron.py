@@ -355,10 +355,12 @@ class DropoutLayer(NeuronLayer):
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         if self.phase == caffe_pb2.TRAIN:
+            # The mask holds 0 or the train scale: x * (m * scale) is exactly (x * m) * scale for m in {0, 1},
+            # in one pass instead of two (forward and backward).
             self.mask = torch.empty_like(x).bernoulli_(1.0 - self.ratio)
-            torch.mul(x, self.mask, out=y)
             if self.train_scale != 1:
-                y.mul_(self.train_scale)
+                self.mask.mul_(self.train_scale)
+            torch.mul(x, self.mask, out=y)
         elif self.test_scale != 1:
             torch.mul(x, self.test_scale, out=y)
         elif y is not x:
@@ -370,8 +372,6 @@ class DropoutLayer(NeuronLayer):
         dy, dx = top[0].diff, bottom[0].diff
         if self.phase == caffe_pb2.TRAIN:
             torch.mul(dy, self.mask, out=dx)
-            if self.train_scale != 1:
-                dx.mul_(self.train_scale)
         elif self.test_scale != 1:
             torch.mul(dy, self.test_scale, out=dx)
         elif dx is not dy:

@@ -1,0 +1,85 @@
+"""Timing helpers shared by the benchmarks.
+
+The development machine has 2 cores shared with other jobs, so timings drift.  `interleaved` therefore runs
+the contenders in alternating order, round after round, and reports per contender the median time, and for
+the ratio the median of the per-round ratios: a load spike hits both sides of a round alike.
+"""
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def setup_process(threads=None):
+    """Flush denormal floats to zero, for both contenders alike.  Training on random inputs drives some
+    values (momentum histories, tiny gradients) into the denormal range, where x86 arithmetic is up to 100x
+    slower; which side gets there first depends on its random initial weights, not on the framework, and
+    made single iterations swing between 20 and 300 ms.  `threads` sets torch's intra-op threads.  Also silence brewnet's INFO log (net assembly)."""
+    import logging
+    torch.set_flush_denormal(True)
+    if threads:
+        torch.set_num_threads(threads)
+    logging.getLogger("brewnet").setLevel(logging.WARNING)
+
+
+def interleaved(contenders, rounds, warmup=1, repeat=1):
+    """contenders: {name: callable}.  Each round calls every callable `repeat` times (order alternating
+    between rounds).  Returns {name: [seconds per call, one per round]}."""
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            fn = contenders[name]
+            start = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            times[name].append((time.perf_counter() - start) / repeat)
+    return times
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def paired_ratio(times, a, b):
+    """Median over rounds of a's time / b's time in the same round."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+def machine_description():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        load = "n/a"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "platform": platform.platform(),
+    }
+
+
+def fmt_ms(seconds):
+    return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds * 1e3:.0f}"
