@@ -1,0 +1,170 @@
+"""The prepared GPU check of issue 7, for a session that is lent a CUDA machine (one run, then give it back).
+
+    python -m benchmarks.gpu_check --out $OUT            # on the GPU machine
+    python -m benchmarks.gpu_check --device cpu --quick  # a dry run of the same code paths on the CPU
+
+1. correctness: LeNet and ResNet-50 with the same initial weights and inputs, a few SGD iterations on the CPU
+   and on the device: the parameters must agree (cuDNN sums in another order: rtol 1e-3, atol 1e-5);
+2. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
+   device, fp32 and bf16 (brewnet `-precision bf16` vs torch.autocast), ResNet-50 images/s;
+3. writes gpu_results.json and gpu_results.md (a table to paste into benchmarks/RESULTS.md) to --out.
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from brewnet.core import common
+from brewnet.core.precision import Precision
+
+from .models import MODELS, build, torch_forward, torch_train_step
+from .timing import median, paired_ratio, setup_process
+
+CHECK_ITERATIONS = 3
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _use(device):
+    if device.type == "cuda":
+        common.set_device(device.index or 0)
+        common.set_mode_gpu()
+    else:
+        common.set_mode_cpu()
+
+
+def parameters_after(name, device, iterations=CHECK_ITERATIONS):
+    """brewnet's learnable parameters after a few SGD steps of `name` on `device` (dropout off)."""
+    _use(device)
+    common.set_random_seed(1701)
+    solver, _, _, _ = build(name, seed=0, dropout=False)
+    for _ in range(iterations):
+        solver.step(1)
+    _sync(device)
+    params = [b.data.detach().to("cpu").clone() for b in solver.net.learnable_params]
+    solver.close()
+    common.set_mode_cpu()
+    return params
+
+
+def check_against_cpu(name, device):
+    cpu = parameters_after(name, torch.device("cpu"))
+    dev = parameters_after(name, device)
+    worst = 0.0
+    for a, b in zip(cpu, dev):
+        scale = torch.clamp(a.abs(), min=1e-2)
+        worst = max(worst, float(((a - b).abs() / scale).max()))
+    ok = all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(cpu, dev))
+    return {"model": name, "iterations": CHECK_ITERATIONS, "params_close": ok, "worst_rel_diff": worst}
+
+
+def time_on_device(name, device, precision, rounds):
+    _use(device)
+    solver, model, opt, inputs = build(name)
+    model.to(device)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+    solver.set_precision(precision)
+    low = Precision(precision)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else None
+
+    def brewnet_train():
+        solver.step(1)
+        _sync(device)
+
+    def torch_train():
+        if autocast:
+            with autocast():
+                torch_train_step(model, opt, inputs)
+        else:
+            torch_train_step(model, opt, inputs)
+        _sync(device)
+
+    def brewnet_forward():
+        with low.compute(device):
+            solver.net.forward()
+        _sync(device)
+
+    def torch_fwd():
+        if autocast:
+            with autocast():
+                torch_forward(model, inputs)
+        else:
+            torch_forward(model, inputs)
+        _sync(device)
+
+    times = {"brewnet_train": [], "pytorch_train": [], "brewnet_forward": [], "pytorch_forward": []}
+    for fn in (brewnet_train, torch_train, brewnet_forward, torch_fwd):   # warm-up (cuDNN autotuning)
+        fn()
+        fn()
+    for _ in range(rounds):
+        for key, fn in (("brewnet_train", brewnet_train), ("pytorch_train", torch_train),
+                        ("brewnet_forward", brewnet_forward), ("pytorch_forward", torch_fwd)):
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    solver.close()
+    common.set_mode_cpu()
+    batch = MODELS[name]["batch"]
+    train = {"brewnet": times["brewnet_train"], "pytorch": times["pytorch_train"]}
+    forward = {"brewnet": times["brewnet_forward"], "pytorch": times["pytorch_forward"]}
+    return {
+        "model": name, "precision": precision, "batch": batch,
+        "train_brewnet_ms": 1000 * median(times["brewnet_train"]),
+        "train_pytorch_ms": 1000 * median(times["pytorch_train"]),
+        "train_ratio": paired_ratio(train, "brewnet", "pytorch"),
+        "forward_ratio": paired_ratio(forward, "brewnet", "pytorch"),
+        "train_images_per_s_brewnet": batch / median(times["brewnet_train"]),
+        "train_images_per_s_pytorch": batch / median(times["pytorch_train"]),
+    }
+
+
+def markdown(device_name, checks, timings):
+    lines = [f"## CUDA ({device_name})", "", "| model | precision | batch | train brewnet ms | train PyTorch ms | "
+             "train ratio | forward ratio | images/s brewnet | images/s PyTorch |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in timings:
+        lines.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {r['train_brewnet_ms']:.1f} | "
+                     f"{r['train_pytorch_ms']:.1f} | {r['train_ratio']:.3f} | {r['forward_ratio']:.3f} | "
+                     f"{r['train_images_per_s_brewnet']:.0f} | {r['train_images_per_s_pytorch']:.0f} |")
+    lines += ["", "CPU vs device parameters after a few SGD iterations:", ""]
+    for c in checks:
+        lines.append(f"- {c['model']}: {'agree' if c['params_close'] else 'DIFFER'} "
+                     f"(worst relative difference {c['worst_rel_diff']:.2e} after {c['iterations']} iterations)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--quick", action="store_true", help="few rounds (a dry run)")
+    parser.add_argument("--models", default="lenet,resnet50")
+    args = parser.parse_args(argv)
+    setup_process()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpu_check: no CUDA device (use --device cpu for a dry run)")
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu dry run"
+    names = args.models.split(",")
+    checks = [check_against_cpu(n, device) for n in names]
+    rounds = 3 if args.quick else 20
+    timings = [time_on_device(n, device, p, rounds) for n in names for p in ("fp32", "bf16")]
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gpu_results.json"), "w") as f:
+        json.dump({"device": device_name, "torch": torch.__version__, "checks": checks, "timings": timings}, f,
+                  indent=1)
+    text = markdown(device_name, checks, timings)
+    with open(os.path.join(args.out, "gpu_results.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0 if all(c["params_close"] for c in checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
