@@ -27,22 +27,38 @@ TARGETS = {"lenet": (1.05, 1.05), "caffenet": (1.10, None), "googlenet": (1.10, 
 
 NOTES = """## Where brewnet is still slower, and why
 
-- LeNet forward (and every forward whose first layers are cheap): brewnet's Convolution layer hands each
-  forward a freshly allocated output tensor (`top.data = y`) while the blob still holds the previous one, so
-  glibc returns and re-faults the pages: 538 minor page faults per LeNet forward (381 in conv1, whose output is
-  2.9 MB), against 0 for the PyTorch program (measured with `getrusage(...).ru_minflt` around each layer), about
-  1-1.5 ms of a 9 ms forward.  `torch.ops.aten.convolution.out(..., out=top.data)` writes into the blob's
-  buffer with no fault (0.24 faults per call); brewnet/layers/conv.py belongs to another change in progress.
-- MAX pooling always computes its argmax indices (int64), even in forward-only use; torch under no_grad skips
-  them.  PoolGeometry is rebuilt in Python on every reshape (brewnet/layers/pooling.py).
+- Results land in the blobs' own memory, as in Caffe (Convolution, Pooling, LRN, Im2col, SPP and the bottom
+  diffs of Convolution, Pooling, LRN, BatchNorm, SoftmaxWithLoss, Crop): a LeNet forward now takes 0 minor
+  page faults (538 when Convolution handed the top a fresh tensor each forward), and NumPy arrays held on
+  blobs see each new forward/backward.  What it costs: torch's `aten.convolution.out` (like
+  `convolution_backward.out` and `native_batch_norm_backward.out`) is a generated wrapper that computes into a
+  temporary and copies into `out`, so each conv output and each stored bottom diff takes one extra pass
+  (LeNet forward: 10 `aten::copy_` per forward, about 0.3 ms of 8).  On ResNet-50, whose activations are
+  large, that costs about 5 % of a training iteration: 1644 ms against 1569 ms with the old adopt-a-fresh-
+  tensor code, A/B in one session (Convolution forward +22 ms, Convolution backward +20 ms, BatchNorm
+  backward +22 ms, whose in-place dx must land in the diff it reads).  A kernel that writes its output
+  directly (none is exposed for CPU convolution) would remove it.  The pooling kernels
+  (`max_pool2d_with_indices.out`, `avg_pool2d.out`, their `grad_input` backwards), InnerProduct, ReLU and
+  Eltwise write in place natively.
+- LeNet forward, the rest of the gap: SoftmaxWithLoss checks the label range (one reduction and a host sync)
+  and takes Caffe's clamped log of the softmax (86 us against 14 us for `F.cross_entropy`), and every layer
+  runs its reshape checks in Python (20-50 us a layer).
+- MAX pooling skips its argmax when the Net says the layer's backward never runs (`Layer.need_backward`,
+  set from the Net's backward analysis: deploy/TEST nets without force_backward) and then takes the window
+  maxima as separable column/row maxima, 3-4x faster than torch's CPU kernel, which always computes the
+  argmax (64x20x24x24, 2x2/2: 0.9 ms vs 2.5 ms; 16x96x55x55, 3x3/2: 5.4 ms vs 22 ms).  The nets timed here
+  are TRAIN nets (`net.forward()` may be followed by backward), so their pooling still keeps the argmax, as
+  does PyTorch's `max_pool2d` even under no_grad.  ReLU likewise keeps no sign mask in forward-only nets.
 - ResNet-50: BatchNorm and Scale are two layers (Caffe's design) where PyTorch runs one fused affine batch
-  norm; an in-place Scale must keep a copy of its input for the scale gradient, and the solver walks 161
-  parameter blobs (53 x 3 BatchNorm statistics included, as Caffe's solver does) one op at a time.
+  norm; an in-place Scale must keep a copy of its input for the scale gradient.  The solver's update runs
+  Caffe's per-parameter loop on the CPU (161 parameter blobs, 53 x 3 BatchNorm statistics included): its
+  `torch._foreach_*` form (`SGDSolver.batched_update`, the default on accelerators, same numbers) measured
+  slower here (33 ms vs 28 ms per update), since the loop finishes each parameter while it is in cache.
 - Peak memory of GoogLeNet and ResNet-50: brewnet keeps, as Caffe does, every blob's data and diff for the
   whole iteration (PyTorch frees activations and gradients during backward), plus per-layer state: BatchNorm's
   normalized copy, in-place Scale's input copy, ReLU's sign mask.  A diff shared with the top for in-place and
-  Split/Eltwise-SUM bottoms, and dropping x_norm for in-place BatchNorm (its input is not overwritten when the
-  top is rebound), are the next steps; both need care where pycaffe users read diffs.
+  Split/Eltwise-SUM bottoms, and dropping x_norm for in-place BatchNorm, are the next steps; both need care
+  where pycaffe users read diffs.
 - BatchNorm alone (layer table): the normalized values are computed once and then copied into the top, so
   that backward keeps its own copy whatever later in-place layers do (one extra pass over the blob).
 - Timings on this shared machine move by +-5-10 % between runs, more for sub-10 ms figures with 2 threads

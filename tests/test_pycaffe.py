@@ -1,6 +1,8 @@
 """pycaffe's Net through `import caffe`, used as scripts use it, checked against Caffe's golden LeNet numbers."""
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 import caffe
 from caffe.proto import caffe_pb2
@@ -213,6 +215,84 @@ def test_blob_reshape_keeps_views_coherent(deploy, nets, digits):
     net.blobs["data"].reshape((1, 1, 28, 28))       # a tuple works too
     net.reshape()
     np.testing.assert_allclose(net.forward(data=digits["data"][9:10])["prob"], batch[9:10], rtol=1e-4, atol=1e-6)
+
+
+FEATURES_NET = """
+force_backward: %s
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 9 dim: 9 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.3 }
+                            bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "norm1" type: "LRN" bottom: "pool1" top: "norm1" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 } }
+layer { name: "pool2" type: "Pooling" bottom: "norm1" top: "pool2" pooling_param { pool: AVE kernel_size: 2 stride: 1 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
+        inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.3 } } }
+"""
+FEATURES = ["conv1", "pool1", "norm1", "pool2", "ip1"]
+
+
+@pytest.mark.parametrize("force_backward", ["false", "true"])     # forward-only net, and one with backward
+def test_held_feature_arrays_see_the_next_forward(tmp_path, force_backward):
+    """`feat = net.blobs['conv1'].data` held across net.forward(): Caffe computes into the same memory, so the
+    array shows the new values (not the first forward's)."""
+    path = tmp_path / "features.prototxt"
+    path.write_text(FEATURES_NET % force_backward)
+    net = caffe.Net(str(path), caffe.TEST)
+    rng = np.random.default_rng(3)
+    x1, x2 = rng.standard_normal((2, 2, 3, 9, 9)).astype(np.float32)
+    net.forward(data=x1)
+    held = {name: net.blobs[name].data for name in FEATURES}
+    first = {name: array.copy() for name, array in held.items()}
+    net.forward(data=x2)
+    for name in FEATURES:
+        np.testing.assert_array_equal(held[name], net.blobs[name].data)
+        assert np.abs(held[name] - first[name]).max() > 1e-3, name
+    w, b = (torch.from_numpy(p.data.copy()) for p in net.params["conv1"])
+    expected = F.conv2d(torch.from_numpy(x2), w, b)
+    np.testing.assert_allclose(held["conv1"], expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(held["pool1"], F.max_pool2d(expected, 3, 2, ceil_mode=True).numpy(), rtol=1e-6)
+
+
+def test_held_diff_arrays_see_the_next_backward(tmp_path):
+    path = tmp_path / "features.prototxt"
+    path.write_text(FEATURES_NET % "true")
+    net = caffe.Net(str(path), caffe.TEST)
+    rng = np.random.default_rng(4)
+    net.forward(data=rng.standard_normal((2, 3, 9, 9)))
+    net.backward(ip1=rng.standard_normal((2, 5)))
+    names = ["data"] + FEATURES[:-1]
+    held = {name: net.blobs[name].diff for name in names}
+    first = {name: array.copy() for name, array in held.items()}
+    grads = net.backward(ip1=rng.standard_normal((2, 5)))
+    for name in names:
+        np.testing.assert_array_equal(held[name], net.blobs[name].diff)
+        assert np.abs(held[name] - first[name]).max() > 1e-6, name
+    np.testing.assert_array_equal(grads["data"], held["data"])
+
+
+def test_parameter_top_diff_is_the_parameter_gradient(tmp_path):
+    """A Parameter layer's top shares the parameter's data and diff: the consumer's bottom gradient is the
+    parameter's diff, in the same memory (Caffe's ShareDiff)."""
+    path = tmp_path / "param.prototxt"
+    path.write_text("""force_backward: true
+        layer { name: "w" type: "Parameter" top: "w" parameter_param { shape { dim: 2 dim: 3 dim: 5 dim: 5 } } }
+        layer { name: "conv" type: "Convolution" bottom: "w" top: "y"
+                convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "gaussian" } } }
+        layer { name: "loss" type: "Reduction" bottom: "y" top: "loss" reduction_param { operation: SUMSQ }
+                loss_weight: 1 }""")
+    net = caffe.Net(str(path), caffe.TRAIN)
+    values = np.random.default_rng(5).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    net.params["w"][0].data[...] = values
+    for _ in range(2):          # bottom diffs are overwritten: the same gradient both times
+        net.forward()
+        net.backward()
+    w = torch.from_numpy(values).requires_grad_()
+    kernel, bias = (torch.from_numpy(p.data.copy()) for p in net.params["conv"])
+    (F.conv2d(w, kernel, bias) ** 2).sum().backward()
+    np.testing.assert_allclose(net.params["w"][0].diff, w.grad.numpy(), rtol=1e-5, atol=1e-5)
+    assert np.shares_memory(net.blobs["w"].diff, net.params["w"][0].diff)
+    assert np.shares_memory(net.blobs["w"].data, net.params["w"][0].data)
 
 
 # --- batching helpers ------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ class Blob:
 
     @data.setter
     def data(self, value):
-        """Layers may hand over a freshly computed tensor instead of copying into the old one."""
+        """Rebind the blob to `value` (aliasing it): for layers whose top *is* other memory (Split, Flatten,
+        Parameter).  Computed results go through store_data, which keeps the blob's memory."""
         self._data = self._checked(value, "data")
 
     @property
@@ -103,6 +104,27 @@ class Blob:
     def diff(self, value):
         self._diff = self._checked(value, "diff")
 
+    # Caffe computes into a blob's existing memory, so whoever holds it (a pycaffe NumPy view, a blob sharing
+    # the diff) sees every new result.  Layers that get a fresh tensor from a torch op hand it over with these
+    # instead of the setters, which rebind the blob to the new tensor (right for views/aliases: Split, Flatten).
+    def store_data(self, value):
+        """Put `value` into the data's own memory when the shapes agree (a no-op when it already is that
+        memory); otherwise (a reshape to a new count) adopt it as the data."""
+        self._data = self._stored(self._data, value, "data")
+
+    def store_diff(self, value):
+        """As store_data, for the diff (which must have the blob's shape)."""
+        current = self._diff if self._diff is not None and self._diff.shape == self._data.shape else None
+        self._diff = self._stored(current, value, "diff")
+
+    def _stored(self, current, value, what):
+        if current is None or not isinstance(value, torch.Tensor) or value.shape != current.shape:
+            return self._checked(value, what)
+        if not (value.data_ptr() == current.data_ptr() and value.stride() == current.stride()
+                and value.dtype == current.dtype):
+            current.copy_(value)
+        return current
+
     def _checked(self, value, what):
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(np.asarray(value), dtype=self.dtype, device=self.device)
@@ -111,7 +133,9 @@ class Blob:
                                f"the blob's shape {self.shape}")
         if value.dtype != self.dtype or value.device != self.device:
             value = value.to(device=self.device, dtype=self.dtype)
-        return value
+        # Contiguous always (a no-op, aliasing kept, for every tensor the layers hand over), so that layers
+        # can compute into `blob.data` / `blob.diff` with out= and reshape them as views.
+        return value.contiguous()
 
     def share_data(self, other):
         """Point this blob's data at other's memory (Caffe's ShareData); the counts must agree."""

@@ -28,6 +28,10 @@ class Layer:
     max_top_blobs = -1
     equal_num_bottom_top_blobs = False
     auto_top_blobs = False      # the net may create anonymous tops up to the minimum count
+    # Whether Backward may run after a Forward.  The Net sets it from its backward analysis (False: it never
+    # calls this layer's Backward), so that a layer can skip what only backward needs (MAX pooling's argmax).
+    # A layer used on its own keeps True.
+    need_backward = True
 
     def __init__(self, param):
         self.layer_param = param
@@ -52,6 +56,11 @@ class Layer:
 
     def Forward(self, bottom, top):
         """Reshape, compute the tops, and return the loss: sum over weighted tops of w * sum(top)."""
+        return float(self.forward_loss(bottom, top))
+
+    def forward_loss(self, bottom, top):
+        """Forward, returning the loss as a 0-d tensor (0.0 for a layer without loss weights): the Net adds
+        them up and converts once, instead of a host sync per loss layer."""
         self.reshape(bottom, top)
         self.forward(bottom, top)
         loss = 0.0
@@ -59,7 +68,7 @@ class Layer:
             if weight:
                 blob.diff.fill_(weight)
                 # sum(top * weight), as Caffe's dot with the diff; weight 1 (nearly always) needs no product.
-                loss += float(blob.data.sum() if weight == 1 else torch.sum(blob.data * blob.diff))
+                loss = loss + (blob.data.sum() if weight == 1 else torch.sum(blob.data * blob.diff))
         return loss
 
     def Backward(self, top, propagate_down, bottom):

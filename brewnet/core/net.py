@@ -113,6 +113,8 @@ class Net:
         self._analyse_backward()
         if param.force_backward:
             self._force_backward()
+        for layer, need in zip(self.layers, self.layer_need_backward):
+            layer.need_backward = need
         self.output_blob_ids = [name_to_id[name] for name in sorted(available)]
         for name in sorted(available):
             log.info("This network produces output %s", name)
@@ -325,10 +327,10 @@ class Net:
         loss = 0.0
         with torch.no_grad():
             for i in range(start, end + 1):
-                loss += self.layers[i].Forward(self.bottom_vecs[i], self.top_vecs[i])
+                loss = loss + self.layers[i].forward_loss(self.bottom_vecs[i], self.top_vecs[i])
                 if self.debug_info:
                     self._forward_debug_info(i)
-        return loss
+        return float(loss)
 
     def backward(self, start=None, end=None):
         """Run Backward from layer `start` down to `end` (defaults: last to first)."""
@@ -352,14 +354,16 @@ class Net:
             layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
 
     def clear_param_diffs(self):
-        for blob in self.learnable_params:
-            blob.diff.zero_()
+        if self.learnable_params:
+            torch._foreach_zero_([blob.diff for blob in self.learnable_params])
 
     def update(self):
         """data -= diff for every learnable (owned) parameter; the solver has already scaled the diffs."""
         with torch.no_grad():
-            for blob in self.learnable_params:
-                blob.update()
+            # blob.update() for each, in one op: the same element-wise subtraction.
+            params = self.learnable_params
+            if params:                  # torch's foreach ops refuse empty lists
+                torch._foreach_sub_([b.data for b in params], [b.diff for b in params])
 
     def close(self):
         """Stop the threads of prefetching data layers."""

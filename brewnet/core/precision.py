@@ -85,8 +85,12 @@ def _functional_ops():
            F.linear, F.bilinear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
            F.conv_transpose3d,
            aten.convolution, aten.convolution_backward, aten._convolution, aten.mm, aten.addmm, aten.bmm,
-           aten.matmul, aten.linear]
+           aten.matmul, aten.linear, aten.convolution.out]
     return frozenset(ops)
+
+
+# Out-variant overloads the layers call with out=: run as their functional op, then copied into `out`.
+_OUT_OVERLOADS = {torch.ops.aten.convolution.out: torch.ops.aten.convolution.default}
 
 
 def _accumulating_ops():
@@ -129,6 +133,7 @@ class LowPrecisionCompute(TorchFunctionMode):
         if home is None:
             return func(*args, **kwargs)
         out = kwargs.pop("out", None)
+        func = _OUT_OVERLOADS.get(func, func)
         result = func(*self._low(args), **{k: self._low(v) for k, v in kwargs.items()})
         if out is not None:
             out.copy_(result)

@@ -139,10 +139,11 @@ class BaseConvolutionLayer(Layer):
         for t in top:
             t.reshape(first.shape[:self.channel_axis] + (self.num_output,) + tuple(out))
 
-    # The kernel sees (batch, channels, *spatial); 0 spatial axes become one axis of size 1.
+    # The kernel sees (batch, channels, *spatial); 0 spatial axes become one axis of size 1.  A view (blob
+    # tensors are contiguous), so that the forward can write the top through it.
     def _as_kernel_input(self, tensor, channels):
         spatial = tensor.shape[self.channel_axis + 1:] or (1,)
-        return tensor.reshape((self.batch, channels) + tuple(spatial))
+        return tensor.view((self.batch, channels) + tuple(spatial))
 
     def _kernel_args(self):
         n = max(self.num_spatial, 1)
@@ -159,9 +160,10 @@ class BaseConvolutionLayer(Layer):
         bias = self.blobs[1].data if self.bias_term else None
         for b, t in zip(bottom, top):
             x = self._as_kernel_input(b.data, self.channels)
-            y = torch.ops.aten.convolution(x, weight, bias, stride, pad, dilation, self.transposed, out_pad,
-                                           self.group)
-            t.data = y.reshape(t.shape)
+            # Straight into the top's memory: no fresh (page-faulting) buffer per forward, and arrays held
+            # on the top (pycaffe) see the new values, as in Caffe.
+            torch.ops.aten.convolution.out(x, weight, bias, stride, pad, dilation, self.transposed, out_pad,
+                                           self.group, out=self._as_kernel_input(t.data, self.num_output))
 
     def backward(self, top, propagate_down, bottom):
         stride, pad, dilation, out_pad = self._kernel_args()
@@ -177,7 +179,7 @@ class BaseConvolutionLayer(Layer):
                 dy, x, weight, [self.num_output] if self.bias_term else None, stride, pad, dilation,
                 self.transposed, out_pad, self.group, [bool(propagate_down[i]), want_w, want_b])
             if propagate_down[i]:
-                b.diff = dx.reshape(b.shape)
+                b.store_diff(dx.reshape(b.shape))
             if want_w:
                 self.blobs[0].diff.add_(dw.reshape(self.blobs[0].shape))
             if want_b:
@@ -257,7 +259,7 @@ class Im2colLayer(Layer):
             x = bottom[0].data.reshape(self._image_shape())
             cols = F.conv3d(x, self._onehot_weight(x), None, self.stride, self.pad, self.dilation,
                             self.channels)
-        top[0].data = cols.reshape(top[0].shape)
+        top[0].store_data(cols.reshape(top[0].shape))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -271,4 +273,4 @@ class Im2colLayer(Layer):
             dx = torch.ops.aten.convolution_backward(
                 dy.reshape((self.batch, rows) + self.out), x, self._onehot_weight(x), None, self.stride,
                 self.pad, self.dilation, False, (0, 0, 0), self.channels, [True, False, False])[0]
-        bottom[0].diff = dx.reshape(bottom[0].shape)
+        bottom[0].store_diff(dx.reshape(bottom[0].shape))

@@ -52,6 +52,6 @@ class CropLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            dx = top[0].diff.new_zeros(bottom[0].shape)
+            dx = bottom[0].diff          # overwritten in place: zeros outside the crop window
+            dx.zero_()
             dx[self.window] = top[0].diff
-            bottom[0].diff = dx

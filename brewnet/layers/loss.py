@@ -201,7 +201,7 @@ class SoftmaxWithLossLayer(NormalizedLoss):
             grad.scatter_add_(1, self.labels, -self.valid.to(grad.dtype))
             grad.mul_(self.valid)        # ignored positions get no gradient at all
         scale = self.loss_weight(top) / self.normalizer(self.outer, self.inner, self.count)
-        bottom[0].diff = grad.mul_(scale).view(bottom[0].shape)
+        bottom[0].store_diff(grad.mul_(scale).view(bottom[0].shape))
 
 
 @register_layer("EuclideanLoss")

@@ -11,6 +11,7 @@ pooling's padded-window divisor), power (1 + alpha * .)^-beta, product with x â€
     s = 1 + alpha * avepool(x^2),     y = x * s^-beta
     dx = dy * s^-beta + 2 x * avepool^T(-alpha beta * dy * x * s^(-beta-1))
 """
+import torch
 import torch.nn.functional as F
 
 from ..core.layer import Layer
@@ -36,9 +37,10 @@ class LRNLayer(Layer):
         x = bottom[0]
         self.expect(x.num_axes == 4, f"Expect: a 4-axis (num, channels, height, width) bottom, "
                                      f"Actual: {x.shape}")
-        if not self.across:
+        if not self.across and getattr(self, "geometry_size", None) != x.shape[2:]:
             n = self.size
             self.geometry = PoolGeometry(x.shape[2:], (n, n), (1, 1), (self.pre_pad, self.pre_pad))
+            self.geometry_size = x.shape[2:]
         top[0].reshape_like(x)
 
     def _channel_window_sum(self, t):
@@ -54,16 +56,17 @@ class LRNLayer(Layer):
             self.scale = self._channel_window_sum(x * x).mul_(self.alpha / self.size).add_(self.k)
         else:
             self.scale = ave_pool(x * x, self.geometry).mul_(self.alpha).add_(1.0)
-        top[0].data = x * self.scale.pow(-self.beta)
+        self.factor = self.scale.pow(-self.beta)       # scale^-beta, kept for backward
+        torch.mul(x, self.factor, out=top[0].data)     # into the top's own memory, as Caffe
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        x, y, dy = bottom[0].data, top[0].data, top[0].diff
-        factor = self.scale.pow(-self.beta)
+        x, y, dy, factor = bottom[0].data, top[0].data, top[0].diff, self.factor
         if self.across:
             ratio = self._channel_window_sum(dy * y / self.scale)
-            bottom[0].diff = dy * factor - (2.0 * self.alpha * self.beta / self.size) * x * ratio
+            dx = dy * factor - (2.0 * self.alpha * self.beta / self.size) * x * ratio
         else:
             inner = dy * x * factor / self.scale * (-self.alpha * self.beta)
-            bottom[0].diff = dy * factor + 2.0 * x * ave_pool_grad(inner, x, self.geometry)
+            dx = dy * factor + 2.0 * x * ave_pool_grad(inner, x, self.geometry)
+        bottom[0].store_diff(dx)

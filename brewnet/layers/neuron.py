@@ -25,12 +25,12 @@ class NeuronLayer(Layer):
     def reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
 
-    def Forward(self, bottom, top):
+    def forward_loss(self, bottom, top):
         self.saved_input = None
         if self.needs_input and top[0] is bottom[0]:
             self.reshape(bottom, top)
             self.saved_input = bottom[0].data.clone()
-        return super().Forward(bottom, top)
+        return super().forward_loss(bottom, top)
 
     def input(self, bottom):
         """x as forward saw it, even when forward overwrote it in place."""
@@ -51,7 +51,14 @@ class ReLULayer(NeuronLayer):
 
     def forward(self, bottom, top):
         x, s = bottom[0].data, self.param.relu_param.negative_slope
-        self.positive = x > 0          # before the top (maybe x itself) is written
+        if self.need_backward or s != 0:
+            # Before the top (maybe x itself) is written; into a kept buffer (no allocation per forward).
+            mask = getattr(self, "positive", None)
+            if mask is None or mask.shape != x.shape or mask.device != x.device:
+                mask = self.positive = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+            torch.gt(x, 0, out=mask)
+        else:
+            self.positive = None       # forward only: backward will not run (the Net said so)
         if s == 0:
             torch.clamp(x, min=0, out=top[0].data)
         else:
@@ -61,8 +68,10 @@ class ReLULayer(NeuronLayer):
         if propagate_down[0]:
             dy, s = top[0].diff, self.param.relu_param.negative_slope
             if s == 0:
+                # No mask kept (forward-only net, backward asked anyway): y = max(0, x) > 0 exactly where x > 0.
+                positive = self.positive if self.positive is not None else top[0].data > 0
                 # dy * 1 or dy * 0, as where(x > 0, dy, dy * 0) gives (including -0.0 and NaN * 0).
-                torch.mul(dy, self.positive, out=bottom[0].diff)
+                torch.mul(dy, positive, out=bottom[0].diff)
             else:
                 torch.where(self.positive, dy, dy * s, out=bottom[0].diff)
 

@@ -110,7 +110,7 @@ class BatchNormLayer(Layer):
             dx = torch.ops.aten.native_batch_norm_backward(
                 dy, self.x_norm, self.invstd, None, None, ones.new_zeros(self.channels), ones, True,
                 self.eps, [True, False, False])[0]
-        bottom[0].diff = dx.view(bottom[0].shape)
+        bottom[0].store_diff(dx.view(bottom[0].shape))
 
 
 def _param_shape(layer, blob, axis, num_axes, what):

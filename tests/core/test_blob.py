@@ -88,3 +88,31 @@ def test_share_data_and_diff():
     assert float(sharer.data.sum()) == 24 and float(owner.diff.sum()) == 6
     with pytest.raises(BrewnetError, match="count"):
         Blob((5,)).share_data(owner)
+
+
+def test_store_writes_into_the_blobs_memory_when_shapes_agree():
+    b = Blob((2, 3))
+    held_data, held_diff = b.data.numpy(), b.diff.numpy()       # pycaffe-style views
+    b.store_data(torch.arange(6.0).view(2, 3))
+    b.store_diff(torch.full((2, 3), 2.0, dtype=torch.float64))  # converted to the blob's dtype
+    np.testing.assert_array_equal(held_data, np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(held_diff, np.full((2, 3), 2.0))
+    assert b.diff.dtype == b.dtype
+    before = b.data.data_ptr()
+    b.store_data(b.data)                 # already its memory: nothing to do
+    assert b.data.data_ptr() == before
+    # another shape (the net reshaped to a new count): the tensor is adopted, the diff must still match
+    b.store_data(torch.ones(4, 5))
+    assert b.shape == (4, 5) and float(b.data.sum()) == 20
+    with pytest.raises(BrewnetError, match=r"diff of shape \(2, 3\) does not match the blob's shape \(4, 5\)"):
+        b.store_diff(torch.ones(2, 3))
+
+
+def test_adopted_tensors_are_made_contiguous():
+    b = Blob((3, 2))
+    t = torch.arange(6.0).view(2, 3).t()            # a transposed view
+    b.data = t
+    assert b.data.is_contiguous() and torch.equal(b.data, t)
+    same = torch.zeros(3, 2)
+    b.data = same
+    assert b.data is same                           # contiguous tensors are aliased, not copied

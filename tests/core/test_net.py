@@ -88,10 +88,12 @@ def test_backward_analysis_lr_zero_propagate_down_and_force_backward():
     net = net_from(text, phase=caffe_pb2.TRAIN)
     need = dict(zip(net.layer_names, net.layer_need_backward))
     assert need == {"in": False, "x_in_0_split": False, "frozen": False, "ip": True, "loss": True, "side": False}
+    # each layer is told (layers skip what only backward needs, e.g. MAX pooling's argmax)
+    assert {layer.name: layer.need_backward for layer in net.layers} == need
     assert net.bottom_need_backward[net.layer_names.index("loss")] == [True, False]
     assert net.output_blob_names == ["l", "unused"]
     forced = net_from("force_backward: true\n" + text, phase=caffe_pb2.TRAIN)
-    assert all(forced.layer_need_backward)
+    assert all(forced.layer_need_backward) and all(layer.need_backward for layer in forced.layers)
     # force_backward overrides propagate_down for bottoms the layer can differentiate (Euclidean: both)
     assert forced.bottom_need_backward[forced.layer_names.index("loss")] == [True, True]
 

@@ -296,3 +296,19 @@ def test_parameter_diffs_accumulate_and_respect_param_propagate_down():
 @pytest.mark.parametrize("name", golden_cases(*NEURON_TYPES))
 def test_golden(golden, name):
     run_golden_case(golden / "layers", name)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_relu_forward_only_keeps_no_mask_and_backward_still_works(in_place):
+    x = torch.tensor([[-1.0, 0.0, 2.0], [3.0, -0.5, 0.25]])
+    layer = make_layer('type: "ReLU"')
+    layer.need_backward = False          # what a Net sets for a layer whose backward it never runs
+    bottom = [blob(x)]
+    top = bottom if in_place else [Blob()]
+    layer.setup(bottom, top)
+    layer.Forward(bottom, top)
+    assert layer.positive is None
+    assert torch.equal(top[0].data, x.clamp(min=0))
+    top[0].diff.copy_(torch.arange(6.0).view(2, 3) + 1)
+    layer.Backward(top, [True], bottom)
+    assert torch.equal(bottom[0].diff, torch.tensor([[0.0, 0.0, 3.0], [4.0, 0.0, 6.0]]))

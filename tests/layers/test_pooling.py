@@ -119,6 +119,45 @@ def test_matches_caffe_reference(float64, method, kernel, stride, pad, shape, ce
     np.testing.assert_allclose(bottom[0].diff.numpy(), backward(dy.numpy()), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("kernel, stride, pad, shape, ceil", REFERENCE_CASES)
+def test_forward_only_and_results_in_the_blobs_memory(float64, method, kernel, stride, pad, shape, ceil):
+    """need_backward False (set by a Net that never runs this layer's backward): MAX skips the argmax, with
+    the same values; the results land in the top's and the bottom's existing memory (stale contents there
+    are overwritten); a Backward that comes anyway finds the argmax itself."""
+    params = (f"pool: {method} kernel_h: {kernel[0]} kernel_w: {kernel[1]} stride_h: {stride[0]} "
+              f"stride_w: {stride[1]} pad_h: {pad[0]} pad_w: {pad[1]} round_mode: {'CEIL' if ceil else 'FLOOR'}")
+    x = spaced(shape)
+    layer = make("Pooling", params)
+    layer.need_backward = False
+    bottom, top = [blob(x)], [Blob(dtype=x.dtype)]
+    layer.setup(bottom, top)
+    y_memory, dx_memory = top[0].data.data_ptr(), bottom[0].diff.data_ptr()
+    top[0].data.fill_(123.0)
+    layer.Forward(bottom, top)
+    y, _, backward = caffe_pool_reference(x.numpy(), kernel, stride, pad, method, ceil)
+    np.testing.assert_allclose(top[0].data.numpy(), y, rtol=1e-12, atol=1e-14)
+    assert top[0].data.data_ptr() == y_memory
+    dy = torch.randn(top[0].shape, dtype=torch.float64)
+    top[0].diff.copy_(dy)
+    bottom[0].diff.fill_(7.0)
+    layer.Backward(top, [True], bottom)
+    np.testing.assert_allclose(bottom[0].diff.numpy(), backward(dy.numpy()), rtol=1e-12, atol=1e-15)
+    assert bottom[0].diff.data_ptr() == dx_memory
+
+
+def test_geometry_is_rebuilt_only_for_a_new_image_size():
+    layer = make("Pooling", "pool: MAX kernel_size: 2 stride: 2")
+    bottom, top = run(layer, torch.randn(2, 3, 6, 6))
+    first = layer.geometry
+    bottom[0].reshape(4, 3, 6, 6)                  # a new batch size: same windows
+    layer.Forward(bottom, top)
+    assert layer.geometry is first and top[0].shape == (4, 3, 3, 3)
+    bottom[0].reshape(4, 3, 8, 8)
+    layer.Forward(bottom, top)
+    assert layer.geometry is not first and layer.geometry.out == (4, 4) and top[0].shape == (4, 3, 4, 4)
+
+
 # --- hand-computed values -----------------------------------------------------------------------------------
 def test_max_hand_computed_with_mask():
     x = torch.tensor([[[[1., 5., 2., 0.],

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from brewnet.core import common
 from brewnet.errors import SolverError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
@@ -205,3 +206,25 @@ def test_bad_solver_definitions(text, message):
 def test_legacy_solver_type_enum_picks_the_class():
     assert type(linear_solver(BASE_TEXT + "base_lr: 0.1 solver_type: NESTEROV")).__name__ == "NesterovSolver"
     assert type(linear_solver(BASE_TEXT + 'base_lr: 0.1 type: "RMSProp"')).__name__ == "RMSPropSolver"
+
+
+@pytest.mark.parametrize("text", [
+    'momentum: 0.9 weight_decay: 0.2 iter_size: 2',
+    'momentum: 0.5 weight_decay: 0.1 regularization_type: "L1"',
+    'type: "Adam" momentum: 0.9 momentum2: 0.99 weight_decay: 0.1',
+    'type: "Nesterov" momentum: 0.9 weight_decay: 0.1',
+])
+def test_batched_update_equals_the_per_parameter_loop(float64, text):
+    """The torch._foreach_* path (accelerators) computes exactly what Caffe's per-parameter loop (the CPU
+    default) does, with per-parameter lr_mult / decay_mult."""
+    params = "param { lr_mult: 2 decay_mult: 0.5 } param { lr_mult: 0.5 decay_mult: 0 }"
+    results = []
+    for batched in (False, True):
+        common.set_random_seed(7)          # the same initial weights for both
+        solver = linear_solver(BASE_TEXT + "base_lr: 0.1 " + text, params=params)
+        solver.batched_update = batched
+        solver.step(4)
+        results.append(params_of(solver.net) + [h.data.clone() for h in solver.history])
+    assert linear_solver(BASE_TEXT + "base_lr: 0.1").batched_update is False      # the CPU default: looped
+    for looped, batched in zip(*results):
+        np.testing.assert_array_equal(np.asarray(batched), np.asarray(looped))
