@@ -10,17 +10,12 @@ from brewnet.errors import LayerError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
+from tests.layers.helpers import tensor_blob
 
 
 def make(type_, conv="", extra=""):
     text = f'name: "L" type: "{type_}" convolution_param {{ {conv} }} {extra}'
     return create_layer(parse_text(text, caffe_pb2.LayerParameter()))
-
-
-def blob(values):
-    b = Blob(values.shape, dtype=values.dtype)
-    b.data = values.clone()
-    return b
 
 
 def gaussian_filled(num_output, geometry, bias=True):
@@ -32,7 +27,7 @@ def gaussian_filled(num_output, geometry, bias=True):
 def test_forward_hand_computed():
     layer = make("Convolution", "num_output: 1 kernel_size: 2 weight_filler { type: 'constant' value: 1 } "
                  "bias_filler { type: 'constant' value: 0.5 }")
-    x = blob(torch.arange(1., 10.).view(1, 1, 3, 3))
+    x = tensor_blob(torch.arange(1., 10.).view(1, 1, 3, 3))
     top = [Blob()]
     layer.setup([x], top)
     layer.Forward([x], top)
@@ -42,7 +37,7 @@ def test_forward_hand_computed():
 def test_forward_group_and_stride_pad():
     # group 2, 1x1 kernels 2 and 3, stride 2, pad 1: zero border, every other pixel of each channel scaled.
     layer = make("Convolution", "num_output: 2 kernel_size: 1 group: 2 stride: 2 pad: 1 bias_term: false")
-    x = blob(torch.arange(1., 19.).view(1, 2, 3, 3))
+    x = tensor_blob(torch.arange(1., 19.).view(1, 2, 3, 3))
     top = [Blob()]
     layer.setup([x], top)
     layer.blobs[0].data.copy_(torch.tensor([2., 3.]).view(2, 1, 1, 1))
@@ -55,7 +50,7 @@ def test_forward_group_and_stride_pad():
 def test_deconv_forward_hand_computed():
     # A 1x1 input through a 2x2 kernel of stride 2 paints the kernel, scaled by the input.
     layer = make("Deconvolution", "num_output: 1 kernel_size: 2 stride: 2 bias_filler { type: 'constant' value: 1 }")
-    x = blob(torch.tensor([[[[3.]], [[-1.]]]]))
+    x = tensor_blob(torch.tensor([[[[3.]], [[-1.]]]]))
     top = [Blob()]
     layer.setup([x], top)
     assert layer.blobs[0].shape == (2, 1, 2, 2)       # Caffe's layout: C_in x C_out/group x k x k
@@ -66,7 +61,7 @@ def test_deconv_forward_hand_computed():
 
 def test_im2col_forward_hand_computed():
     layer = make("Im2col", "kernel_size: 2")
-    x = blob(torch.arange(1., 10.).view(1, 1, 3, 3))
+    x = tensor_blob(torch.arange(1., 10.).view(1, 1, 3, 3))
     top = [Blob()]
     layer.setup([x], top)
     layer.Forward([x], top)
@@ -77,7 +72,7 @@ def test_im2col_forward_hand_computed():
 
 def test_im2col_channel_major_layout():
     layer = make("Im2col", "kernel_h: 1 kernel_w: 2")
-    x = blob(torch.tensor([[[[1., 2.]], [[3., 4.]]]]))
+    x = tensor_blob(torch.tensor([[[[1., 2.]], [[3., 4.]]]]))
     top = [Blob()]
     layer.setup([x], top)
     layer.Forward([x], top)
@@ -126,7 +121,7 @@ def test_loaded_weights_are_kept_and_checked():
     Blob((1, 2, 1, 1)).to_proto(param.blobs.add()).data[:] = [1.5, 2.5]
     Blob((1,)).to_proto(param.blobs.add()).data[:] = [0.25]
     layer = create_layer(param)
-    x, top = blob(torch.ones(1, 2, 1, 1)), [Blob()]
+    x, top = tensor_blob(torch.ones(1, 2, 1, 1)), [Blob()]
     layer.setup([x], top)
     layer.Forward([x], top)
     assert top[0].data.item() == 4.25
@@ -194,7 +189,7 @@ GRADIENT_CASES = [
 @pytest.mark.parametrize("type_, conv, shapes", GRADIENT_CASES)
 def test_gradient(float64, type_, conv, shapes):
     layer = make(type_, conv)
-    bottom = [blob(torch.randn(s, dtype=torch.float64)) for s in shapes]
+    bottom = [tensor_blob(torch.randn(s, dtype=torch.float64)) for s in shapes]
     top = [Blob() for _ in shapes]
     GradientChecker(stepsize=1e-3, threshold=1e-4).check_gradient(layer, bottom, top)
 
@@ -202,7 +197,7 @@ def test_gradient(float64, type_, conv, shapes):
 # --- torch autograd as the oracle ---------------------------------------------------------------------------
 def run_with_oracle(layer, inputs, oracle, params=True):
     """Forward/backward through the layer; the same maths through torch autograd; compare everything."""
-    bottom = [blob(x) for x in inputs]
+    bottom = [tensor_blob(x) for x in inputs]
     top = [Blob() for _ in inputs]
     layer.setup(bottom, top)
     layer.Forward(bottom, top)
@@ -284,7 +279,7 @@ def test_im2col_matches_reference(shape, conv, oracle):
 # --- Caffe's diff semantics ---------------------------------------------------------------------------------
 def test_param_diffs_accumulate_and_bottom_diffs_respect_propagate_down():
     layer = make("Convolution", gaussian_filled(2, "kernel_size: 2"))
-    x, top = blob(torch.randn(1, 2, 3, 3)), [Blob()]
+    x, top = tensor_blob(torch.randn(1, 2, 3, 3)), [Blob()]
     layer.setup([x], top)
     layer.Forward([x], top)
     top[0].diff.copy_(torch.randn(top[0].shape))

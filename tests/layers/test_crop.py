@@ -9,20 +9,15 @@ from brewnet.errors import LayerError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
+from tests.layers.helpers import tensor_blob
 
 
 def make(params=""):
     return create_layer(parse_text(f'name: "L" type: "Crop" crop_param {{ {params} }}', caffe_pb2.LayerParameter()))
 
 
-def blob(values):
-    b = Blob(values.shape, dtype=values.dtype)
-    b.data = values.clone()
-    return b
-
-
 def run(layer, x, ref_shape):
-    bottom, top = [blob(x), Blob(ref_shape, dtype=x.dtype)], [Blob(dtype=x.dtype)]
+    bottom, top = [tensor_blob(x), Blob(ref_shape, dtype=x.dtype)], [Blob(dtype=x.dtype)]
     layer.setup(bottom, top)
     layer.Forward(bottom, top)
     return bottom, top
@@ -88,7 +83,7 @@ def test_setup_errors_name_the_layer(params, shapes, tops, message):
     ("axis: 0 offset: 1 offset: 0 offset: 2", (3, 3, 5), (1, 2, 2)),
 ])
 def test_gradient(float64, params, shape, ref):
-    bottom = [blob(torch.randn(shape, dtype=torch.float64)), Blob(ref, dtype=torch.float64)]
+    bottom = [tensor_blob(torch.randn(shape, dtype=torch.float64)), Blob(ref, dtype=torch.float64)]
     GradientChecker(stepsize=1e-3, threshold=1e-4).check_gradient(make(params), bottom, [Blob()], check_bottom=0)
 
 

@@ -10,20 +10,15 @@ from brewnet.errors import LayerError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
+from tests.layers.helpers import tensor_blob
 
 
 def make(params):
     return create_layer(parse_text(f'name: "L" type: "LRN" lrn_param {{ {params} }}', caffe_pb2.LayerParameter()))
 
 
-def blob(values):
-    b = Blob(values.shape, dtype=values.dtype)
-    b.data = values.clone()
-    return b
-
-
 def run(layer, x):
-    bottom, top = [blob(x)], [Blob(dtype=x.dtype)]
+    bottom, top = [tensor_blob(x)], [Blob(dtype=x.dtype)]
     layer.setup(bottom, top)
     layer.Forward(bottom, top)
     return bottom, top
@@ -72,7 +67,7 @@ def test_setup_errors_name_the_layer(params, shape, message):
 ])
 def test_gradient(float64, params, shape):
     GradientChecker(stepsize=1e-3, threshold=1e-4).check_gradient(
-        make(params), [blob(torch.randn(shape, dtype=torch.float64))], [Blob()])
+        make(params), [tensor_blob(torch.randn(shape, dtype=torch.float64))], [Blob()])
 
 
 def within_channel_oracle(x, size, alpha, beta):

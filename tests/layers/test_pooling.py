@@ -14,6 +14,7 @@ from brewnet.layers.pooling import FLT_MAX
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
+from tests.layers.helpers import tensor_blob
 
 
 def make(type_, params, phase="TRAIN"):
@@ -22,14 +23,8 @@ def make(type_, params, phase="TRAIN"):
     return create_layer(parse_text(text, caffe_pb2.LayerParameter()))
 
 
-def blob(values):
-    b = Blob(values.shape, dtype=values.dtype)
-    b.data = values.clone()
-    return b
-
-
 def run(layer, x, tops=1):
-    bottom, top = [blob(x)], [Blob(dtype=x.dtype) for _ in range(tops)]
+    bottom, top = [tensor_blob(x)], [Blob(dtype=x.dtype) for _ in range(tops)]
     layer.setup(bottom, top)
     layer.Forward(bottom, top)
     return bottom, top
@@ -130,7 +125,7 @@ def test_forward_only_and_results_in_the_blobs_memory(float64, method, kernel, s
     x = spaced(shape)
     layer = make("Pooling", params)
     layer.need_backward = False
-    bottom, top = [blob(x)], [Blob(dtype=x.dtype)]
+    bottom, top = [tensor_blob(x)], [Blob(dtype=x.dtype)]
     layer.setup(bottom, top)
     y_memory, dx_memory = top[0].data.data_ptr(), bottom[0].diff.data_ptr()
     top[0].data.fill_(123.0)
@@ -264,14 +259,14 @@ def test_gradient(float64, params, shape, phase):
     if "STOCHASTIC" in params:
         x = x - x.min() + 0.5
     GradientChecker(stepsize=1e-3, threshold=1e-4).check_gradient(
-        make("Pooling", params, phase), [blob(x)], [Blob()])
+        make("Pooling", params, phase), [tensor_blob(x)], [Blob()])
 
 
 def test_gradient_stochastic_train(float64):
     x = spaced((1, 2, 5, 5))
     x = x - x.min() + 0.5
     GradientChecker(stepsize=1e-4, threshold=1e-3).check_gradient(
-        make("Pooling", "pool: STOCHASTIC kernel_size: 3 stride: 2"), [blob(x)], [Blob()])
+        make("Pooling", "pool: STOCHASTIC kernel_size: 3 stride: 2"), [tensor_blob(x)], [Blob()])
 
 
 @pytest.mark.parametrize("params, shape", [
@@ -281,7 +276,7 @@ def test_gradient_stochastic_train(float64):
 ])
 def test_gradient_spp(float64, params, shape):
     GradientChecker(stepsize=1e-3, threshold=1e-4).check_gradient(
-        make("SPP", params), [blob(spaced(shape))], [Blob()])
+        make("SPP", params), [tensor_blob(spaced(shape))], [Blob()])
 
 
 # --- torch autograd as the oracle ---------------------------------------------------------------------------
@@ -336,7 +331,7 @@ def test_spp_pyramid_height_one_is_4d():
 
 def test_spp_follows_a_new_image_size():
     layer = make("SPP", "pyramid_height: 2 pool: MAX")
-    x, top = blob(torch.randn(1, 2, 6, 6)), [Blob()]
+    x, top = tensor_blob(torch.randn(1, 2, 6, 6)), [Blob()]
     layer.setup([x], top)
     x.reshape(1, 2, 9, 5)
     x.data.normal_()

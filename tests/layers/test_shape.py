@@ -4,22 +4,9 @@ import torch
 
 from brewnet.core.blob import Blob
 from brewnet.core.gradient_check import GradientChecker
-from brewnet.core.registry import create_layer
 from brewnet.errors import LayerError
-from brewnet.proto import caffe_pb2
-from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
-
-
-def make_layer(text):
-    return create_layer(parse_text('name: "L" ' + text, caffe_pb2.LayerParameter()))
-
-
-def blob(values, name="x"):
-    t = torch.as_tensor(values, dtype=torch.get_default_dtype())
-    b = Blob(t.shape, name=name)
-    b.data.copy_(t)
-    return b
+from tests.layers.helpers import blob, make_layer
 
 
 def arange(*shape):
