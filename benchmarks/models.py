@@ -20,7 +20,6 @@ import resource
 import subprocess
 import sys
 
-import numpy as np
 import torch
 
 from brewnet.proto import caffe_pb2

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-import torch
 
 from . import layers, models
 from .timing import machine_description, setup_process

@@ -1,6 +1,5 @@
 """Net assembly rules on small hand-made nets: NetState filtering, Split insertion and diff accumulation,
 in-place tops, parameter sharing, lr/decay mults, loss weights, propagate_down, force_backward, errors."""
-import numpy as np
 import pytest
 import torch
 
