@@ -6,6 +6,7 @@ count allocates fresh zeros — Caffe keeps its old buffer too, but its contents
 are the honest equivalent.  Legacy 4-D accessors (num/channels/height/width) follow Caffe's LegacyShape.
 """
 import math
+import sys
 
 import numpy as np
 import torch
@@ -14,6 +15,36 @@ from ..errors import BrewnetError
 from . import common
 
 MAX_BLOB_AXES = 32
+
+
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def held_elsewhere(tensor):
+    """Whether anything besides the one blob attribute holding `tensor` (and the base it is a view of) uses
+    its memory: a NumPy array or another view of it (a pycaffe user's held array, a blob sharing it, a
+    layer's alias: each keeps a reference on the storage, and `untyped_storage()` adds one for the call), or
+    the tensor object itself (a second blob, a layer keeping it: Python references).  True when torch cannot
+    tell.  Call it as `held_elsewhere(obj.attribute)`, the form its reference baseline is measured with."""
+    if _storage_use_count is None:
+        return True
+    return (sys.getrefcount(tensor) != _OWN_REFERENCES
+            or _storage_use_count(tensor.untyped_storage()._cdata) != 2 + (tensor._base is not None))
+
+
+def _own_references(tensor):
+    """sys.getrefcount as held_elsewhere sees it (same call shape) for a tensor that one attribute holds."""
+    return sys.getrefcount(tensor)
+
+
+class _Holder:
+    pass
+
+
+_holder = _Holder()
+_holder.tensor = torch.zeros(1)
+_OWN_REFERENCES = _own_references(_holder.tensor)
+del _holder
 
 
 class Blob:
@@ -116,6 +147,25 @@ class Blob:
         """As store_data, for the diff (which must have the blob's shape)."""
         current = self._diff if self._diff is not None and self._diff.shape == self._data.shape else None
         self._diff = self._stored(current, value, "diff")
+
+    # A layer whose torch op can only return a fresh tensor (convolution: its out= form computes into a
+    # temporary and copies) asks to drop the blob's memory first.  Allowed only when nothing else holds that
+    # memory (then nobody could tell writing into it from replacing it); dropping it before the op runs lets
+    # the allocator hand the same, already mapped, memory to the op.  The caller then sets `.data` / `.diff`
+    # to the op's result, of the blob's shape, before anything else reads the blob.
+    def release_data(self):
+        """Drop the data's memory if nothing else holds it (True); False: keep it and store into it."""
+        if held_elsewhere(self._data):
+            return False
+        self._data = self._data.new_empty(0).view((0,) * self._data.dim())
+        return True
+
+    def release_diff(self):
+        """As release_data, for the diff (True also when no diff exists yet)."""
+        if self._diff is not None and held_elsewhere(self._diff):
+            return False
+        self._diff = None
+        return True
 
     def _stored(self, current, value, what):
         if current is None or not isinstance(value, torch.Tensor) or value.shape != current.shape:

@@ -63,13 +63,14 @@ class Layer:
         them up and converts once, instead of a host sync per loss layer."""
         self.reshape(bottom, top)
         self.forward(bottom, top)
-        loss = 0.0
+        loss = None
         for blob, weight in zip(top, self.loss_weights):
             if weight:
                 blob.diff.fill_(weight)
                 # sum(top * weight), as Caffe's dot with the diff; weight 1 (nearly always) needs no product.
-                loss = loss + (blob.data.sum() if weight == 1 else torch.sum(blob.data * blob.diff))
-        return loss
+                term = blob.data.sum() if weight == 1 else torch.sum(blob.data * blob.diff)
+                loss = term if loss is None else loss + term
+        return 0.0 if loss is None else loss
 
     def Backward(self, top, propagate_down, bottom):
         self.backward(top, propagate_down, bottom)
@@ -139,6 +140,17 @@ class Layer:
     def default_loss_weight(self, top_index):
         """Loss layers put weight 1 on their first top (LossLayer overrides this)."""
         return 0.0
+
+    # Reshape runs before every forward, but bottoms rarely change shape: layers whose reshape only checks
+    # the bottoms and shapes the tops (from their own parameters) skip the repeated checks with these.
+    _shapes_after_reshape = None
+
+    def shapes_unchanged(self, bottom, top):
+        """Whether bottoms and tops still have the shapes they had when `remember_shapes` last ran."""
+        return self._shapes_after_reshape == (tuple(b.shape for b in bottom), tuple(t.shape for t in top))
+
+    def remember_shapes(self, bottom, top):
+        self._shapes_after_reshape = (tuple(b.shape for b in bottom), tuple(t.shape for t in top))
 
     def expect(self, condition, message):
         """Caffe's CHECK for user-caused conditions: raise a LayerError naming this layer."""

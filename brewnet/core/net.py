@@ -327,7 +327,12 @@ class Net:
         loss = 0.0
         with torch.no_grad():
             for i in range(start, end + 1):
-                loss = loss + self.layers[i].forward_loss(self.bottom_vecs[i], self.top_vecs[i])
+                term = self.layers[i].forward_loss(self.bottom_vecs[i], self.top_vecs[i])
+                # Layers without a loss give the float 0.0: no tensor op for them (nor for the first loss).
+                if isinstance(term, torch.Tensor):
+                    loss = term if isinstance(loss, float) and loss == 0.0 else loss + term
+                elif term:
+                    loss = loss + term
                 if self.debug_info:
                     self._forward_debug_info(i)
         return float(loss)

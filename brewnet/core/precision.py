@@ -84,8 +84,8 @@ def _functional_ops():
            torch.Tensor.baddbmm, torch.Tensor.addbmm, torch.Tensor.mv, torch.Tensor.addmv,
            F.linear, F.bilinear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
            F.conv_transpose3d,
-           aten.convolution, aten.convolution_backward, aten._convolution, aten.mm, aten.addmm, aten.bmm,
-           aten.matmul, aten.linear, aten.convolution.out]
+           torch.convolution, aten.convolution, aten.convolution_backward, aten._convolution, aten.mm,
+           aten.addmm, aten.bmm, aten.matmul, aten.linear, aten.convolution.out]
     return frozenset(ops)
 
 

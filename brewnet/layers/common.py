@@ -109,6 +109,8 @@ class InnerProductLayer(Layer):
             fill(p.bias_filler, self.blobs[1])
 
     def reshape(self, bottom, top):
+        if self.shapes_unchanged(bottom, top):
+            return
         axis = canonical_axis(self, bottom[0], self.param.inner_product_param.axis)
         K = bottom[0].count(axis)
         self.expect(K == self.K, f"Input size incompatible with inner product parameters. Expect: "
@@ -116,6 +118,7 @@ class InnerProductLayer(Layer):
                                  f"(bottom shape {list(bottom[0].shape)})")
         self.M = bottom[0].count(0, axis)
         top[0].reshape(bottom[0].shape[:axis] + (self.num_output,))
+        self.remember_shapes(bottom, top)
 
     def _weight_nk(self):
         w = self.blobs[0].data

@@ -121,6 +121,8 @@ class BaseConvolutionLayer(Layer):
         self.param_propagate_down = [True] * len(self.blobs)
 
     def reshape(self, bottom, top):
+        if self.shapes_unchanged(bottom, top):
+            return
         first = bottom[0]
         self.expect(first.num_axes == self.channel_axis + 1 + self.num_spatial,
                     f"Expect: bottom with {self.channel_axis + 1 + self.num_spatial} axes (may not change), "
@@ -138,6 +140,7 @@ class BaseConvolutionLayer(Layer):
         self.batch = first.count(0, self.channel_axis)
         for t in top:
             t.reshape(first.shape[:self.channel_axis] + (self.num_output,) + tuple(out))
+        self.remember_shapes(bottom, top)
 
     # The kernel sees (batch, channels, *spatial); 0 spatial axes become one axis of size 1.  A view (blob
     # tensors are contiguous), so that the forward can write the top through it.
@@ -160,10 +163,17 @@ class BaseConvolutionLayer(Layer):
         bias = self.blobs[1].data if self.bias_term else None
         for b, t in zip(bottom, top):
             x = self._as_kernel_input(b.data, self.channels)
-            # Straight into the top's memory: no fresh (page-faulting) buffer per forward, and arrays held
-            # on the top (pycaffe) see the new values, as in Caffe.
-            torch.ops.aten.convolution.out(x, weight, bias, stride, pad, dilation, self.transposed, out_pad,
-                                           self.group, out=self._as_kernel_input(t.data, self.num_output))
+            shape = t.shape
+            if t.release_data():
+                # Nobody else sees the top's memory: take the kernel's own output, without the copy below.
+                t.data = torch.convolution(x, weight, bias, stride, pad, dilation, self.transposed, out_pad,
+                                           self.group).reshape(shape)
+            else:
+                # Into the top's memory, so that arrays held on the top (pycaffe) see the new values, as in
+                # Caffe.  torch's convolution.out computes into a temporary and copies it over.
+                torch.ops.aten.convolution.out(x, weight, bias, stride, pad, dilation, self.transposed,
+                                               out_pad, self.group,
+                                               out=self._as_kernel_input(t.data, self.num_output))
 
     def backward(self, top, propagate_down, bottom):
         stride, pad, dilation, out_pad = self._kernel_args()
@@ -175,11 +185,15 @@ class BaseConvolutionLayer(Layer):
                 continue
             x = self._as_kernel_input(b.data, self.channels)
             dy = self._as_kernel_input(t.diff, self.num_output)
+            fresh_dx = bool(propagate_down[i]) and b.release_diff()
             dx, dw, db = torch.ops.aten.convolution_backward(
                 dy, x, weight, [self.num_output] if self.bias_term else None, stride, pad, dilation,
                 self.transposed, out_pad, self.group, [bool(propagate_down[i]), want_w, want_b])
             if propagate_down[i]:
-                b.store_diff(dx.reshape(b.shape))
+                if fresh_dx:
+                    b.diff = dx.reshape(b.shape)
+                else:
+                    b.store_diff(dx.reshape(b.shape))
             if want_w:
                 self.blobs[0].diff.add_(dw.reshape(self.blobs[0].shape))
             if want_b:

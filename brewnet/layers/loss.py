@@ -16,7 +16,10 @@ InfogainLoss) divides the summed loss by
     NONE        1
 and never by less than 1, so a batch made only of ignored labels yields 0 rather than NaN.
 """
+import math
+
 import torch
+import torch.nn.functional as F
 
 from ..core.blob import Blob
 from ..core.layer import Layer
@@ -28,12 +31,14 @@ from ..proto.io import read_binary
 # Caffe's floor on probabilities before a log (loss_layer.hpp kLOG_THRESHOLD, and FLT_MIN in SoftmaxWithLoss).
 LOG_THRESHOLD = 1e-20
 FLT_MIN = 1.1754943508222875e-38
+LOG_FLT_MIN = math.log(FLT_MIN)
 
 _Norm = caffe_pb2.LossParameter
 
 
-def read_labels(layer, label_blob, num_classes, ignore_label=None):
-    """Labels as int64 (truncated like static_cast<int>) and the mask of non-ignored ones.
+def read_labels(layer, label_blob, num_classes, ignore_label=None, want_valid=True):
+    """Labels as int64 (truncated like static_cast<int>) and the mask of non-ignored ones (None without an
+    ignore_label when not `want_valid`: every label counts).
 
     A non-ignored label outside [0, num_classes) raises a LayerError naming the value, the label bottom and
     `layer`.  (Checking costs one device sync per forward; Caffe skips it and reads out of bounds.)
@@ -44,10 +49,10 @@ def read_labels(layer, label_blob, num_classes, ignore_label=None):
         bad = valid & ((labels < 0) | (labels >= num_classes))
         any_bad = bool(bad.any())
     else:
-        valid = torch.ones_like(labels, dtype=torch.bool)
+        valid = torch.ones_like(labels, dtype=torch.bool) if want_valid else None
         # Without an ignore_label the range check is one reduction (and one sync) instead of four ops.
-        low, high = torch.aminmax(labels) if labels.numel() else (0, 0)
-        any_bad = bool(low < 0) or bool(high >= num_classes)
+        low, high = (v.item() for v in torch.aminmax(labels)) if labels.numel() else (0, 0)
+        any_bad = low < 0 or high >= num_classes
         if any_bad:
             bad = (labels < 0) | (labels >= num_classes)
     if any_bad:
@@ -87,8 +92,8 @@ class LossLayer(Layer):
         if index < len(propagate_down) and propagate_down[index]:
             raise LayerError(f"cannot backpropagate to {what} inputs (bottom {index})", self.name, self.type)
 
-    def read_labels(self, label_blob, num_classes, ignore_label=None):
-        return read_labels(self, label_blob, num_classes, ignore_label)
+    def read_labels(self, label_blob, num_classes, ignore_label=None, want_valid=True):
+        return read_labels(self, label_blob, num_classes, ignore_label, want_valid)
 
 
 class NormalizedLoss(LossLayer):
@@ -133,6 +138,13 @@ def softmax_over_channels(x, outer, channels, inner):
     return torch.softmax(x.reshape(outer, channels, inner), dim=1)
 
 
+def log_softmax_over_channels(x, outer, channels, inner):
+    """As softmax_over_channels, for log-softmax."""
+    if inner == 1:
+        return torch.log_softmax(x.reshape(outer, channels), dim=1).view(outer, channels, 1)
+    return torch.log_softmax(x.reshape(outer, channels, inner), dim=1)
+
+
 def _split_axis(blob, axis):
     """(outer, channels, inner) around a canonical axis, as Caffe's outer_num_/inner_num_."""
     return blob.count(0, axis), blob.shape[axis], blob.count(axis + 1)
@@ -156,6 +168,8 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         self.read_loss_param()
 
     def reshape(self, bottom, top):
+        if self.shapes_unchanged(bottom, top):
+            return
         super().reshape(bottom, top)
         self.axis = self._axis(bottom[0])
         self.outer, self.channels, self.inner = _split_axis(bottom[0], self.axis)
@@ -165,6 +179,7 @@ class SoftmaxWithLossLayer(NormalizedLoss):
                     f"Actual: {bottom[1].count()} labels of shape {bottom[1].shape}")
         if len(top) > 1:
             top[1].reshape_like(bottom[0])
+        self.remember_shapes(bottom, top)
 
     def _axis(self, blob):
         try:
@@ -173,28 +188,55 @@ class SoftmaxWithLossLayer(NormalizedLoss):
             raise LayerError(str(e), self.name, self.type) from None
 
     def forward(self, bottom, top):
-        self.prob = softmax_over_channels(bottom[0].data, self.outer, self.channels, self.inner)
-        labels, valid = self.read_labels(bottom[1], self.channels, self.ignore_label)
         if self.ignore_label is None:
-            # Every position counts: no masking, and the count is known without looking at the labels.
-            self.labels, self.valid = labels.view(self.outer, 1, self.inner), None
-            loss = -torch.log(self.prob.gather(1, self.labels).clamp_(min=FLT_MIN)).sum()
-            self.count = self.outer * self.inner
-        else:
-            self.labels = torch.where(valid, labels, torch.zeros_like(labels)).view(self.outer, 1, self.inner)
-            self.valid = valid.view(self.outer, 1, self.inner)
-            p_true = self.prob.gather(1, self.labels).clamp(min=FLT_MIN)
-            loss = -(torch.log(p_true) * self.valid).sum()
-            self.count = self.valid.sum()
-        top[0].data.copy_(loss / self.normalizer(self.outer, self.inner, self.count))
+            self._forward_all_labels(bottom, top)
+            return
+        labels, valid = self.read_labels(bottom[1], self.channels, self.ignore_label)
+        self.prob = softmax_over_channels(bottom[0].data, self.outer, self.channels, self.inner)
+        self.labels = torch.where(valid, labels, torch.zeros_like(labels)).view(self.outer, 1, self.inner)
+        self.valid = valid.view(self.outer, 1, self.inner)
+        p_true = self.prob.gather(1, self.labels).clamp(min=FLT_MIN)
+        loss = -(torch.log(p_true) * self.valid).sum()
+        self.count = self.valid.sum()
+        torch.div(loss, self.normalizer(self.outer, self.inner, self.count), out=top[0].data)
         if len(top) > 1:
             top[1].data.copy_(self.prob.view(top[1].shape))
+
+    # nll_loss never ignores this target: no float32/float64 label converts to it (odd, above 2**53).
+    _NO_IGNORED_TARGET = 2 ** 62 + 1
+
+    def _forward_all_labels(self, bottom, top):
+        """Every position counts (no ignore_label): no masking, and the count is known without looking at the
+        labels.  log(max(p, FLT_MIN)) = max(log p, log FLT_MIN), so the loss comes from the log-softmax in
+        three ops, as F.cross_entropy's; backward takes p = exp(log p)."""
+        on_cpu = bottom[1].data.device.type == "cpu"
+        if on_cpu:
+            # nll_loss checks every target on the CPU: the explicit range check runs only when it fails.
+            labels = bottom[1].data.reshape(-1).to(torch.int64)
+        else:
+            labels, _ = self.read_labels(bottom[1], self.channels, want_valid=False)
+        self.prob, self.valid, self.count = None, None, self.outer * self.inner
+        self.log_prob = log_softmax_over_channels(bottom[0].data, self.outer, self.channels, self.inner)
+        self.labels = labels.view(self.outer, 1, self.inner)
+        clamped = self.log_prob.clamp(min=LOG_FLT_MIN)
+        if self.inner == 1:
+            clamped, targets = clamped.view(self.outer, self.channels), labels
+        else:
+            targets = labels.view(self.outer, self.inner)
+        try:
+            nll = F.nll_loss(clamped, targets, reduction="sum", ignore_index=self._NO_IGNORED_TARGET)
+        except IndexError:
+            self.read_labels(bottom[1], self.channels, want_valid=False)   # raises the LayerError
+            raise
+        torch.div(nll, self.normalizer(self.outer, self.inner, self.count), out=top[0].data)
+        if len(top) > 1:
+            torch.exp(self.log_prob.view(top[1].shape), out=top[1].data)
 
     def backward(self, top, propagate_down, bottom):
         self.refuse_backward_to(propagate_down, 1)
         if not propagate_down[0]:
             return
-        grad = self.prob.clone()
+        grad = self.prob.clone() if self.prob is not None else self.log_prob.exp()
         if self.valid is None:
             grad.scatter_add_(1, self.labels, grad.new_full(self.labels.shape, -1.0))
         else:
@@ -440,7 +482,7 @@ class InfogainLossLayer(NormalizedLoss):
         log_p = torch.log(self.prob.clamp(min=LOG_THRESHOLD))
         loss = -(rows * log_p * self.valid).sum()
         self.count = self.valid.sum()
-        top[0].data.copy_(loss / self.normalizer(self.outer, self.inner, self.count))
+        torch.div(loss, self.normalizer(self.outer, self.inner, self.count), out=top[0].data)
         if len(top) > 1:
             top[1].data.copy_(self.prob.view(top[1].shape))
 

@@ -207,6 +207,8 @@ class PoolingLayer(Layer):
                             f"Expect: pad < kernel, Actual: pad {self.pad}, kernel {self.kernel}")
 
     def reshape(self, bottom, top):
+        if self.shapes_unchanged(bottom, top):
+            return
         x = bottom[0]
         self.expect(x.num_axes == 4, f"Expect: a 4-axis (num, channels, height, width) bottom, "
                                      f"Actual: {x.shape}")
@@ -221,6 +223,7 @@ class PoolingLayer(Layer):
                                   f"Actual: output size {out}")
         for t in top:
             t.reshape(x.shape[:2] + out)
+        self.remember_shapes(bottom, top)
 
     # --- tensor-level passes (SPP drives these directly) ----------------------------------------------------
     def pool_forward(self, x, out=None, keep_argmax=True):
@@ -340,6 +343,8 @@ class SPPLayer(Layer):
         return param
 
     def reshape(self, bottom, top):
+        if self.shapes_unchanged(bottom, top):
+            return
         x = bottom[0]
         self.expect(x.num_axes == 4, f"Expect: a 4-axis (num, channels, height, width) bottom, "
                                      f"Actual: {x.shape}")

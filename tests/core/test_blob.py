@@ -116,3 +116,22 @@ def test_adopted_tensors_are_made_contiguous():
     same = torch.zeros(3, 2)
     b.data = same
     assert b.data is same                           # contiguous tensors are aliased, not copied
+
+
+def test_release_data_only_when_nothing_else_holds_the_memory():
+    # (results taken outside `assert`: pytest's rewriting would keep the tensor alive while it explains)
+    from brewnet.core.blob import held_elsewhere
+    b = Blob((2, 3))
+    alone = held_elsewhere(b.data)
+    assert alone is False
+    held = b.data.numpy()                   # a pycaffe-style view: the memory must stay
+    released = b.release_data()
+    assert released is False and b.shape == (2, 3)
+    del held
+    other = Blob((2, 3))
+    other.data = b.data                     # a second blob on the same tensor
+    released = b.release_data()
+    assert released is False
+    other.data = torch.zeros(2, 3)
+    released = b.release_data()
+    assert released is True and b.count() == 0
