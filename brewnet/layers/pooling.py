@@ -48,6 +48,12 @@ def _torch_pooled_size(size, kernel, stride, pad, ceil_mode):
     return out
 
 
+def expect_4d(layer, blob):
+    """Pooling and SPP work on (num, channels, height, width) blobs only."""
+    layer.expect(blob.num_axes == 4, f"Expect: a 4-axis (num, channels, height, width) bottom, "
+                                     f"Actual: {blob.shape}")
+
+
 class PoolGeometry:
     """Caffe's pooling windows over an (H, W) image; every argument is an (h, w) pair."""
 
@@ -210,8 +216,7 @@ class PoolingLayer(Layer):
         if self.shapes_unchanged(bottom, top):
             return
         x = bottom[0]
-        self.expect(x.num_axes == 4, f"Expect: a 4-axis (num, channels, height, width) bottom, "
-                                     f"Actual: {x.shape}")
+        expect_4d(self, x)
         size = x.shape[2:]
         kernel = size if self.global_pooling else self.kernel
         self.expect(min(kernel) > 0, f"Expect: a non-empty image for global pooling, Actual: {x.shape}")
@@ -346,8 +351,7 @@ class SPPLayer(Layer):
         if self.shapes_unchanged(bottom, top):
             return
         x = bottom[0]
-        self.expect(x.num_axes == 4, f"Expect: a 4-axis (num, channels, height, width) bottom, "
-                                     f"Actual: {x.shape}")
+        expect_4d(self, x)
         n, c, h, w = x.shape
         self.expect(h > 0 and w > 0, f"Expect: non-empty input, Actual: {x.shape}")
         if self.image != (h, w):

@@ -25,3 +25,16 @@ def tensor_blob(values):
     b = Blob(values.shape, dtype=values.dtype)
     b.data = values.clone()
     return b
+
+
+def assert_matches_autograd(layer, bottom, top, x, oracle):
+    """After `layer` ran forward on `x`: its top and its backward of a random top diff equal `oracle` (torch
+    ops) and autograd's gradient."""
+    dy = torch.randn(top[0].shape)
+    top[0].diff.copy_(dy)
+    layer.Backward(top, [True], bottom)
+    leaf = x.clone().requires_grad_()
+    y = oracle(leaf)
+    y.backward(dy)
+    torch.testing.assert_close(top[0].data, y.detach())
+    torch.testing.assert_close(bottom[0].diff, leaf.grad)

@@ -10,7 +10,7 @@ from brewnet.errors import LayerError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
-from tests.layers.helpers import tensor_blob
+from tests.layers.helpers import assert_matches_autograd, tensor_blob
 
 
 def make(params):
@@ -88,14 +88,7 @@ def test_matches_torch(params, oracle):
     x = torch.randn(2, 7, 6, 5)
     layer = make(params)
     bottom, top = run(layer, x)
-    dy = torch.randn(top[0].shape)
-    top[0].diff.copy_(dy)
-    layer.Backward(top, [True], bottom)
-    leaf = x.clone().requires_grad_()
-    y = oracle(leaf)
-    y.backward(dy)
-    torch.testing.assert_close(top[0].data, y.detach())
-    torch.testing.assert_close(bottom[0].diff, leaf.grad)
+    assert_matches_autograd(layer, bottom, top, x, oracle)
 
 
 @pytest.mark.parametrize("name", golden_cases("LRN"))

@@ -14,7 +14,7 @@ from brewnet.layers.pooling import FLT_MAX
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
-from tests.layers.helpers import tensor_blob
+from tests.layers.helpers import assert_matches_autograd, tensor_blob
 
 
 def make(type_, params, phase="TRAIN"):
@@ -292,14 +292,7 @@ def test_matches_torch(params, oracle):
     x = spaced((2, 3, 9, 8), torch.float32)
     layer = make("Pooling", params)
     bottom, top = run(layer, x)
-    dy = torch.randn(top[0].shape)
-    top[0].diff.copy_(dy)
-    layer.Backward(top, [True], bottom)
-    leaf = x.clone().requires_grad_()
-    y = oracle(leaf)
-    y.backward(dy)
-    torch.testing.assert_close(top[0].data, y.detach())
-    torch.testing.assert_close(bottom[0].diff, leaf.grad)
+    assert_matches_autograd(layer, bottom, top, x, oracle)
 
 
 def test_spp_is_pooling_flattened_and_concatenated():
