@@ -155,10 +155,15 @@ class Blob:
     # to the op's result, of the blob's shape, before anything else reads the blob.
     def release_data(self):
         """Drop the data's memory if nothing else holds it (True); False: keep it and store into it."""
+        return self.take_data() is not None
+
+    def take_data(self):
+        """Hand the data tensor over to the caller if nothing else holds its memory (None otherwise): a layer
+        that keeps its input for backward while giving the blob its output (the Net's fused layers)."""
         if held_elsewhere(self._data):
-            return False
-        self._data = self._data.new_empty(0).view((0,) * self._data.dim())
-        return True
+            return None
+        data, self._data = self._data, self._data.new_empty(0).view((0,) * self._data.dim())
+        return data
 
     def release_diff(self):
         """As release_data, for the diff (True also when no diff exists yet)."""

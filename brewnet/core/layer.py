@@ -32,6 +32,13 @@ class Layer:
     # calls this layer's Backward), so that a layer can skip what only backward needs (MAX pooling's argmax).
     # A layer used on its own keeps True.
     need_backward = True
+    # Whether nothing writes this layer's tops between its Forward and its Backward (no later layer works in
+    # place on them or on a view of them).  The Net sets it; then backward may read the tops instead of
+    # keeping a copy (ReLU).  False for a layer used on its own: nothing is known about later writers.
+    top_data_kept = False
+    # Layers whose tops are views of the bottom's data (Split, Flatten, Reshape): writing such a top in place
+    # writes the bottom.
+    aliases_top_data = False
 
     def __init__(self, param):
         self.layer_param = param

@@ -10,6 +10,8 @@ Assembly follows Caffe's Net::Init step by step, each step a method below:
   4. backward analysis: which layers and bottoms need backward (lr_mult, loss contribution, propagate_down,
                       force_backward)
   5. outputs:         the blobs no layer consumed
+  6. run plan:        which tops keep their data until backward (Layer.top_data_kept), and which runs of
+                      layers execute as one fused step (fusion.py: BatchNorm + Scale in place)
 """
 import collections
 import math
@@ -22,7 +24,7 @@ from ..errors import BrewnetError, NetError, WeightsError
 from ..log import get_logger
 from ..proto import caffe_pb2
 from ..proto.io import read_net_param
-from . import common
+from . import common, fusion
 from .blob import Blob
 from .insert_splits import insert_splits
 from .net_state import filter_net
@@ -32,6 +34,10 @@ log = get_logger("net")
 
 
 class Net:
+    # Run fusable layer groups (fusion.py) as one step in forward/backward.  Assign False on a net, or set
+    # BREWNET_FUSE=0 in the environment, to run every layer on its own.
+    fuse_layers = os.environ.get("BREWNET_FUSE", "1") != "0"
+
     def __init__(self, param, phase=None, level=0, stages=(), weights=None, dtype=None, device=None):
         if isinstance(param, (str, os.PathLike)):
             self.source = os.fspath(param)
@@ -115,6 +121,8 @@ class Net:
             self._force_backward()
         for layer, need in zip(self.layers, self.layer_need_backward):
             layer.need_backward = need
+        self._find_kept_tops()
+        self._group_of = {i: g for g in fusion.find_groups(self) for i in range(g.first, g.last + 1)}
         self.output_blob_ids = [name_to_id[name] for name in sorted(available)]
         for name in sorted(available):
             log.info("This network produces output %s", name)
@@ -299,6 +307,23 @@ class Net:
                 if not self.bottom_need_backward[layer_id][bottom_id]:
                     skip_backp.add(name)
 
+    def _find_kept_tops(self):
+        """Tell every layer whether its tops keep their data from its Forward to its Backward: no later layer
+        writes them in place, directly or through a view (the tops of Split, Flatten and Reshape are the
+        bottom's memory, so writing one of those in place writes the bottom)."""
+        memory = list(range(len(self._blobs)))          # blob id -> id of the blob that owns its memory
+        for i, layer in enumerate(self.layers):
+            if layer.aliases_top_data:
+                for blob_id in self.top_ids[i]:
+                    memory[blob_id] = memory[self.bottom_ids[i][0]]
+        last_writer = {}
+        for i, layer in enumerate(self.layers):
+            if not layer.aliases_top_data:
+                for blob_id in self.top_ids[i]:
+                    last_writer[memory[blob_id]] = i
+        for i, layer in enumerate(self.layers):
+            layer.top_data_kept = all(last_writer.get(memory[b], i) <= i for b in self.top_ids[i])
+
     def _force_backward(self):
         for layer_id, layer in enumerate(self.layers):
             self.layer_need_backward[layer_id] = True
@@ -326,7 +351,15 @@ class Net:
         start, end = self._layer_range(start, end, 0, len(self.layers) - 1)
         loss = 0.0
         with torch.no_grad():
-            for i in range(start, end + 1):
+            i = start
+            while i <= end:
+                group = self._fused_group(i, i, end)
+                if group is not None and group.first == i:
+                    group.forward()             # no loss: fused groups have no loss weights
+                    i = group.last + 1
+                    continue
+                if i in self._group_of:
+                    self._group_of[i].fused_forward = False
                 term = self.layers[i].forward_loss(self.bottom_vecs[i], self.top_vecs[i])
                 # Layers without a loss give the float 0.0: no tensor op for them (nor for the first loss).
                 if isinstance(term, torch.Tensor):
@@ -335,19 +368,37 @@ class Net:
                     loss = loss + term
                 if self.debug_info:
                     self._forward_debug_info(i)
+                i += 1
         return float(loss)
 
     def backward(self, start=None, end=None):
         """Run Backward from layer `start` down to `end` (defaults: last to first)."""
         start, end = self._layer_range(start, end, len(self.layers) - 1, 0)
         with torch.no_grad():
-            for i in range(start, end - 1, -1):
+            i = start
+            while i >= end:
+                group = self._fused_group(i, end, start)
+                if group is not None and group.last == i and group.fused_forward:
+                    group.backward()
+                    i = group.first - 1
+                    continue
+                if i in self._group_of:
+                    self._group_of[i].unfuse()      # the layers' own backward needs their own state
                 if self.layer_need_backward[i]:
                     self.layers[i].Backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
                     if self.debug_info:
                         self._backward_debug_info(i)
+                i -= 1
         if self.debug_info and start == len(self.layers) - 1 and end == 0:
             self._param_norms_debug_info()
+
+    def _fused_group(self, i, low, high):
+        """The fused group layer i belongs to, if it may run as one step: fusion on, no per-layer debug log,
+        and the whole group inside layers low..high."""
+        group = self._group_of.get(i)
+        if group is None or not self.fuse_layers or self.debug_info:
+            return None
+        return group if low <= group.first and group.last <= high else None
 
     def forward_backward(self):
         loss = self.forward()

@@ -33,6 +33,7 @@ class SplitLayer(Layer):
     backward sums the consumers' gradients: dL/dx = sum_i dL/dtop_i.  The Net inserts these itself."""
     exact_num_bottom_blobs = 1
     min_top_blobs = 1
+    aliases_top_data = True
 
     def reshape(self, bottom, top):
         for i, t in enumerate(top):

@@ -46,19 +46,21 @@ def _scalar(x, value):
 class ReLULayer(NeuronLayer):
     """ReLU: y = max(0, x) + negative_slope * min(0, x);  dx = dy * (x > 0 ? 1 : negative_slope).
 
-    Backward needs only where x > 0: forward keeps that as a boolean mask (a quarter of a copy of x), so
-    the layer is safe in place whatever runs after it, without cloning x."""
+    Backward needs only where x > 0.  Without a slope that is where y > 0, so when the Net says nothing
+    overwrites the top before backward (`top_data_kept`, the usual case, in place or not) backward reads the
+    top, as Caffe does.  Otherwise (a later in-place layer rewrites the top, or a slope) forward keeps a
+    boolean mask (a quarter of a copy of x), which stays right whatever runs after the layer."""
 
     def forward(self, bottom, top):
         x, s = bottom[0].data, self.param.relu_param.negative_slope
-        if self.need_backward or s != 0:
+        if (self.need_backward and not self.top_data_kept) or s != 0:
             # Before the top (maybe x itself) is written; into a kept buffer (no allocation per forward).
             mask = getattr(self, "positive", None)
             if mask is None or mask.shape != x.shape or mask.device != x.device:
                 mask = self.positive = torch.empty(x.shape, dtype=torch.bool, device=x.device)
             torch.gt(x, 0, out=mask)
         else:
-            self.positive = None       # forward only: backward will not run (the Net said so)
+            self.positive = None       # backward reads the top, or never runs (the Net said so)
         if s == 0:
             torch.clamp(x, min=0, out=top[0].data)
         else:
@@ -67,13 +69,15 @@ class ReLULayer(NeuronLayer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             dy, s = top[0].diff, self.param.relu_param.negative_slope
-            if s == 0:
-                # No mask kept (forward-only net, backward asked anyway): y = max(0, x) > 0 exactly where x > 0.
-                positive = self.positive if self.positive is not None else top[0].data > 0
-                # dy * 1 or dy * 0, as where(x > 0, dy, dy * 0) gives (including -0.0 and NaN * 0).
-                torch.mul(dy, positive, out=bottom[0].diff)
-            else:
+            if s != 0:
                 torch.where(self.positive, dy, dy * s, out=bottom[0].diff)
+            elif self.positive is not None:
+                # dy * 1 or dy * 0, as where(x > 0, dy, dy * 0) gives (including -0.0 and NaN * 0).
+                torch.mul(dy, self.positive, out=bottom[0].diff)
+            else:
+                # y = max(0, x) > 0 exactly where x > 0: dy there, 0 elsewhere, in one pass (in place too).
+                # (Unlike dy * 0, a NaN or inf in dy where x <= 0 gives 0 here, as torch's ReLU does.)
+                torch.ops.aten.threshold_backward.grad_input(dy, top[0].data, 0, grad_input=bottom[0].diff)
 
 
 @register_layer("PReLU")

@@ -75,27 +75,38 @@ class BatchNormLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.split)
         if self.use_global_stats:
-            s = self.blobs[2].data.reshape(())
-            factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
-            mean, var = self.blobs[0].data * factor, self.blobs[1].data * factor
+            mean, var = self.global_stats()
             self.invstd = torch.rsqrt(var + self.eps)
             self.x_norm = F.batch_norm(x, mean, var, None, None, False, 0.0, self.eps)
         else:
-            # torch's fused kernel: batch mean and 1/sqrt(var + eps) in one pass over x (two-pass variance,
-            # accumulated in double), x_norm in a second.  With momentum 1 its "running" outputs are exactly
-            # this batch's mean and unbiased variance m/(m-1) * var, the values Caffe adds to its blobs.
-            m = x.numel() // self.channels
-            mean, unbiased_var = x.new_zeros(self.channels), x.new_zeros(self.channels)
-            self.x_norm, _, self.invstd = torch.ops.aten.native_batch_norm(
-                x, None, None, mean, unbiased_var, True, 1.0, self.eps)
-            if m <= 1:
-                unbiased_var.zero_()    # one value per channel: variance 0 (Caffe's correction factor is 1)
-            maf = self.moving_average_fraction
-            self.blobs[2].data.mul_(maf).add_(1)
-            self.blobs[0].data.mul_(maf).add_(mean)
-            self.blobs[1].data.mul_(maf).add_(unbiased_var)
+            self.x_norm, _, self.invstd = self.normalize_batch(x)
         # x_norm stays ours (backward needs it even when later layers overwrite the top in place).
         top[0].data.copy_(self.x_norm.view(top[0].shape))
+
+    # The two halves of forward, shared with the Net's fused BatchNorm + Scale (core/fusion.py).
+    def global_stats(self):
+        """(mean, variance) from the running sums: blob0 / s and blob1 / s (0 when s == 0)."""
+        s = self.blobs[2].data.reshape(())
+        factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
+        return self.blobs[0].data * factor, self.blobs[1].data * factor
+
+    def normalize_batch(self, x, weight=None, bias=None):
+        """Normalize x (N, C, inner) with this batch's statistics, then * weight + bias per channel if given;
+        add the statistics to the running sums.  Returns (y, batch mean, 1 / sqrt(var + eps))."""
+        # torch's fused kernel: batch mean and 1/sqrt(var + eps) in one pass over x (two-pass variance,
+        # accumulated in double), y in a second.  With momentum 1 its "running" outputs are exactly this
+        # batch's mean and unbiased variance m/(m-1) * var, the values Caffe adds to its blobs.
+        m = x.numel() // self.channels
+        mean, unbiased_var = x.new_zeros(self.channels), x.new_zeros(self.channels)
+        y, batch_mean, invstd = torch.ops.aten.native_batch_norm(
+            x, weight, bias, mean, unbiased_var, True, 1.0, self.eps)
+        if m <= 1:
+            unbiased_var.zero_()    # one value per channel: variance 0 (Caffe's correction factor is 1)
+        maf = self.moving_average_fraction
+        self.blobs[2].data.mul_(maf).add_(1)
+        self.blobs[0].data.mul_(maf).add_(mean)
+        self.blobs[1].data.mul_(maf).add_(unbiased_var)
+        return y, batch_mean, invstd
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

@@ -15,6 +15,7 @@ class _ViewLayer(Layer):
     """Base of Flatten and Reshape: the top is the bottom's data seen with another shape."""
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
+    aliases_top_data = True
 
     def top_shape(self, bottom):
         raise NotImplementedError

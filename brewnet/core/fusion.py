@@ -1,0 +1,133 @@
+"""Layer fusion: runs of layers the Net executes as one step where nothing outside can tell the difference.
+
+Caffe computes every layer on its own; BatchNorm followed by a Scale in place on the same blob (the
+ResNet/DenseNet idiom, since Caffe's BatchNorm has no affine part) then costs four passes over the
+activation in forward (normalize, copy into the top, Scale's copy of its input, scale) and four in backward.
+Intel's Caffe fork fused the pair; brewnet does too.  The blob in between is never observable: both layers
+work in place on one blob, so after Forward it holds Scale's output and after Backward BatchNorm's bottom
+diff, whether the pair runs as two layers or as one
+
+    y = (x - mean) / sqrt(var + eps) * gamma + beta        (torch's affine batch norm, one kernel each way)
+
+which gives the same numbers up to float rounding (x * (invstd * gamma) + ..., rather than Caffe's two
+roundings).  The running statistics are updated exactly as BatchNorm does (BatchNormLayer.normalize_batch).
+
+The Net runs a group as one step only when the whole group is inside the requested layer range and
+debug_info is off (its log prints every layer).  The group remembers whether its layers' last Forward ran
+fused; a Backward that starts inside a fused group first gives the layers the state their own backward needs
+(`unfuse`).  Layers called directly (`net.layers[i].Forward`) run unfused and are not tracked: use the Net.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def find_groups(net):
+    """The fusable groups of `net`, in layer order."""
+    groups = []
+    for i in range(len(net.layers) - 1):
+        group = BatchNormScale.match(net, i)
+        if group is not None:
+            groups.append(group)
+    return groups
+
+
+class BatchNormScale:
+    """BatchNorm (layer `first`) then Scale (layer `first + 1`), both in place on one blob."""
+
+    def __init__(self, net, first):
+        self.net, self.first, self.last = net, first, first + 1
+        self.bn, self.scale = net.layers[first], net.layers[first + 1]
+        self.blob = net.top_vecs[first][0]
+        self.fused_forward = False
+        self.x = None       # the input, kept for backward (it is the blob's old memory, which nobody holds)
+
+    @classmethod
+    def match(cls, net, i):
+        bn, scale = net.layers[i], net.layers[i + 1]
+        if bn.type != "BatchNorm" or scale.type != "Scale":
+            return None
+        blob_id = net.top_ids[i][0]
+        in_place = (net.bottom_ids[i] == [blob_id] and net.bottom_ids[i + 1] == [blob_id]
+                    and net.top_ids[i + 1] == [blob_id])
+        # Scale's learned blob must be one value per channel of BatchNorm's (N, C, inner) split.
+        per_channel = (len(bn.split) == 3 and getattr(scale, "split", None) == bn.split
+                       and scale.blobs and scale.blobs[0].count() == bn.channels)
+        no_loss = not any(bn.loss_weights) and not any(scale.loss_weights)
+        return cls(net, i) if in_place and per_channel and no_loss else None
+
+    # --- forward ---------------------------------------------------------------------------------------------
+    def forward(self):
+        """Both layers' Forward in one pass; falls back to the two layers when the blob's memory is held
+        elsewhere (a pycaffe array on it must see the result written into that memory)."""
+        bn, scale, blob = self.bn, self.scale, self.blob
+        bn.reshape([blob], [blob])
+        scale.reshape([blob], [blob])
+        shape = blob.shape
+        x = blob.take_data() if scale.split == bn.split else None
+        if x is None:
+            self.run_unfused_forward()
+            return
+        bn.x_norm = scale.x = None          # the unfused state of an earlier run: free its memory
+        x = x.view(bn.split)
+        gamma, beta = self._gamma_beta()
+        if bn.use_global_stats:
+            self.mean, self.var = bn.global_stats()
+            y = F.batch_norm(x, self.mean, self.var, gamma, beta, False, 0.0, bn.eps)
+        else:
+            y, self.mean, self.invstd = bn.normalize_batch(x, gamma, beta)
+        blob.data = y.view(shape)
+        self.x = x if bn.need_backward else None
+        self.fused_forward = True
+
+    def run_unfused_forward(self):
+        self.fused_forward = False
+        for layer in (self.bn, self.scale):
+            layer.forward_loss([self.blob], [self.blob])
+
+    def _gamma_beta(self):
+        gamma = self.scale.blobs[0].data.view(-1)
+        beta = self.scale.blobs[-1].data.view(-1) if self.scale.bias_layer is not None else None
+        return gamma, beta
+
+    # --- backward --------------------------------------------------------------------------------------------
+    def backward(self):
+        """Both layers' Backward in one kernel: dx (BatchNorm's bottom diff), d gamma and d beta (added to
+        Scale's parameter diffs), as the Net would ask of the two layers."""
+        net, bn, scale, blob = self.net, self.bn, self.scale, self.blob
+        want_x = net.layer_need_backward[self.first] and net.bottom_need_backward[self.first][0]
+        want_gamma = scale.param_propagate(0)
+        want_beta = scale.bias_layer is not None and scale.param_propagate(len(scale.blobs) - 1)
+        if not (want_x or want_gamma or want_beta):
+            return
+        gamma, _ = self._gamma_beta()
+        dy = blob.diff.view(bn.split)
+        if bn.use_global_stats:
+            stats = (self.mean, self.var, None, None)
+        else:
+            stats = (None, None, self.mean, self.invstd)
+        dx, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
+            dy, self.x, gamma, *stats, not bn.use_global_stats, bn.eps, [want_x, want_gamma, want_beta])
+        del dy
+        if want_gamma:
+            scale.blobs[0].diff.add_(dgamma.view(scale.blobs[0].shape))
+        if want_beta:
+            scale.blobs[-1].diff.add_(dbeta.view(scale.blobs[-1].shape))
+        if want_x:
+            dx = dx.view(blob.shape)
+            if blob.release_diff():
+                blob.diff = dx
+            else:
+                blob.store_diff(dx)
+
+    def unfuse(self):
+        """After a fused Forward, give BatchNorm and Scale what their own Backward reads: the normalized
+        input and 1 / sqrt(var + eps)."""
+        if not self.fused_forward:
+            return
+        self.fused_forward = False
+        if self.x is None:
+            return
+        invstd = torch.rsqrt(self.var + self.bn.eps) if self.bn.use_global_stats else self.invstd
+        x_norm = (self.x - self.mean.view(1, -1, 1)) * invstd.view(1, -1, 1)
+        self.bn.x_norm, self.bn.invstd = x_norm, invstd
+        self.scale.x = x_norm
