@@ -5,9 +5,11 @@
 
 1. correctness: LeNet and ResNet-50 with the same initial weights and inputs, a few SGD iterations on the CPU
    and on the device: the parameters must agree (cuDNN sums in another order: rtol 1e-3, atol 1e-5);
-2. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
-   device, fp32 and bf16 (brewnet `-precision bf16` vs torch.autocast), ResNet-50 images/s;
-3. writes gpu_results.json and gpu_results.md (a table to paste into benchmarks/RESULTS.md) to --out.
+2. the compiled path (`-compile`, core/capture.py): the same iterations with forward + backward replayed from a
+   CUDA graph must give the eager device path's parameters (cuDNN deterministic for both: identical);
+3. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
+   device, fp32, fp32 with -compile, and bf16 (brewnet `-precision bf16` vs torch.autocast), images/s;
+4. writes gpu_results.json and gpu_results.md (a table to paste into benchmarks/RESULTS.md) to --out.
 """
 import argparse
 import json
@@ -38,11 +40,12 @@ def _use(device):
         common.set_mode_cpu()
 
 
-def parameters_after(name, device, iterations=CHECK_ITERATIONS):
+def parameters_after(name, device, iterations=CHECK_ITERATIONS, compile_=False):
     """brewnet's learnable parameters after a few SGD steps of `name` on `device` (dropout off)."""
     _use(device)
     common.set_random_seed(1701)
     solver, _, _, _ = build(name, seed=0, dropout=False)
+    solver.compile = compile_
     for _ in range(iterations):
         solver.step(1)
     _sync(device)
@@ -63,9 +66,24 @@ def check_against_cpu(name, device):
     return {"model": name, "iterations": CHECK_ITERATIONS, "params_close": ok, "worst_rel_diff": worst}
 
 
+def check_compiled(name, device):
+    """Eager vs compiled on the device, cuDNN deterministic for both: the replay runs the same kernels."""
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        eager = parameters_after(name, device)
+        compiled = parameters_after(name, device, compile_=True)
+    finally:
+        torch.backends.cudnn.deterministic = False
+    worst = max(float((a - b).abs().max()) for a, b in zip(eager, compiled))
+    return {"model": name, "iterations": CHECK_ITERATIONS, "identical": worst == 0.0, "max_abs_diff": worst}
+
+
 def time_on_device(name, device, precision, rounds):
+    compile_ = precision.endswith("+compile")
+    precision = precision.replace("+compile", "")
     _use(device)
     solver, model, opt, inputs = build(name)
+    solver.compile = compile_
     model.to(device)
     inputs = {k: v.to(device) for k, v in inputs.items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
@@ -114,7 +132,7 @@ def time_on_device(name, device, precision, rounds):
     train = {"brewnet": times["brewnet_train"], "pytorch": times["pytorch_train"]}
     forward = {"brewnet": times["brewnet_forward"], "pytorch": times["pytorch_forward"]}
     return {
-        "model": name, "precision": precision, "batch": batch,
+        "model": name, "precision": precision + (" -compile" if compile_ else ""), "batch": batch,
         "train_brewnet_ms": 1000 * median(times["brewnet_train"]),
         "train_pytorch_ms": 1000 * median(times["pytorch_train"]),
         "train_ratio": paired_ratio(train, "brewnet", "pytorch"),
@@ -124,7 +142,7 @@ def time_on_device(name, device, precision, rounds):
     }
 
 
-def markdown(device_name, checks, timings):
+def markdown(device_name, checks, timings, compiled):
     lines = [f"## CUDA ({device_name})", "", "| model | precision | batch | train brewnet ms | train PyTorch ms | "
              "train ratio | forward ratio | images/s brewnet | images/s PyTorch |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -136,6 +154,10 @@ def markdown(device_name, checks, timings):
     for c in checks:
         lines.append(f"- {c['model']}: {'agree' if c['params_close'] else 'DIFFER'} "
                      f"(worst relative difference {c['worst_rel_diff']:.2e} after {c['iterations']} iterations)")
+    lines += ["", "-compile (CUDA graph replay) vs eager on the device, cuDNN deterministic:", ""]
+    for c in compiled:
+        lines.append(f"- {c['model']}: {'identical' if c['identical'] else 'DIFFER'} "
+                     f"(max abs difference {c['max_abs_diff']:.2e} after {c['iterations']} iterations)")
     return "\n".join(lines) + "\n"
 
 
@@ -153,17 +175,20 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu dry run"
     names = args.models.split(",")
     checks = [check_against_cpu(n, device) for n in names]
+    compiled = [check_compiled(n, device) for n in names] if device.type == "cuda" else []
     rounds = 3 if args.quick else 20
-    timings = [time_on_device(n, device, p, rounds) for n in names for p in ("fp32", "bf16")]
+    variants = ("fp32", "fp32+compile", "bf16")
+    timings = [time_on_device(n, device, p, rounds) for n in names for p in variants]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu_results.json"), "w") as f:
-        json.dump({"device": device_name, "torch": torch.__version__, "checks": checks, "timings": timings}, f,
+        json.dump({"device": device_name, "torch": torch.__version__, "checks": checks, "compiled": compiled,
+                   "timings": timings}, f,
                   indent=1)
-    text = markdown(device_name, checks, timings)
+    text = markdown(device_name, checks, timings, compiled)
     with open(os.path.join(args.out, "gpu_results.md"), "w") as f:
         f.write(text)
     print(text)
-    return 0 if all(c["params_close"] for c in checks) else 1
+    return 0 if all(c["params_close"] for c in checks) and all(c["identical"] for c in compiled) else 1
 
 
 if __name__ == "__main__":

@@ -26,9 +26,12 @@ def setup_process(threads=None):
     logging.getLogger("brewnet").setLevel(logging.WARNING)
 
 
-def interleaved(contenders, rounds, warmup=1, repeat=1):
-    """contenders: {name: callable}.  Each round calls every callable `repeat` times (order alternating
-    between rounds).  Returns {name: [seconds per call, one per round]}."""
+def interleaved(contenders, rounds, warmup=1, repeat=1, settle=1):
+    """contenders: {name: callable}.  Each round calls every callable `settle` times untimed and then
+    `repeat` times timed (order alternating between rounds).  Returns {name: [seconds per call, one per
+    round]}.  The untimed calls put the contender's own buffers back into the caches the other one just
+    used: a user trains with one framework at a time, and without them the side whose memory stays allocated
+    between calls (brewnet's blobs, as Caffe's) pays for the other's cache traffic on its first call."""
     names = list(contenders)
     for _ in range(warmup):
         for name in names:
@@ -38,6 +41,8 @@ def interleaved(contenders, rounds, warmup=1, repeat=1):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             fn = contenders[name]
+            for _ in range(settle):
+                fn()
             start = time.perf_counter()
             for _ in range(repeat):
                 fn()

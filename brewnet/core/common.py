@@ -3,6 +3,7 @@
 Caffe is a singleton holding the CPU/GPU mode, the device id and the random generator; brewnet keeps the same
 three facts in this module.  Blobs and layers ask `device()` where to allocate.
 """
+import contextlib
 import random
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 from ..errors import BrewnetError
 
 CPU, GPU = "CPU", "GPU"
-_state = {"mode": CPU, "device_id": 0, "dtype": torch.float32, "solver_count": 1, "solver_rank": 0}
+_state = {"mode": CPU, "device_id": 0, "dtype": torch.float32, "solver_count": 1, "solver_rank": 0,
+          "capturing": False}
 
 
 def set_mode_cpu():
@@ -79,3 +81,18 @@ def set_solver_rank(rank):
 def root_solver():
     """Only the root solver logs, tests and snapshots (Caffe::root_solver)."""
     return _state["solver_rank"] == 0
+
+
+@contextlib.contextmanager
+def graph_capture():
+    """While a Net's step is recorded into a CUDA graph (core/capture.py): layers skip their host-side checks
+    (each would make the host wait for the device, which a capture forbids; the eager warm-up ran them)."""
+    previous, _state["capturing"] = _state["capturing"], True
+    try:
+        yield
+    finally:
+        _state["capturing"] = previous
+
+
+def capturing():
+    return _state["capturing"]

@@ -348,6 +348,10 @@ class Net:
 
     def forward(self, start=None, end=None):
         """Run layers start..end (inclusive; names or indices) and return the total weighted loss."""
+        return float(self.forward_loss(start, end))
+
+    def forward_loss(self, start=None, end=None):
+        """forward(), the loss left on the device: a 0-d tensor (the float 0.0 without loss layers)."""
         start, end = self._layer_range(start, end, 0, len(self.layers) - 1)
         loss = 0.0
         with torch.no_grad():
@@ -369,7 +373,7 @@ class Net:
                 if self.debug_info:
                     self._forward_debug_info(i)
                 i += 1
-        return float(loss)
+        return loss
 
     def backward(self, start=None, end=None):
         """Run Backward from layer `start` down to `end` (defaults: last to first)."""

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.blob import Blob
+from ..core import common
 from ..core.layer import Layer
 from ..core.registry import register_layer
 from ..errors import BrewnetError, LayerError
@@ -44,6 +45,10 @@ def read_labels(layer, label_blob, num_classes, ignore_label=None, want_valid=Tr
     `layer`.  (Checking costs one device sync per forward; Caffe skips it and reads out of bounds.)
     """
     labels = label_blob.data.reshape(-1).to(torch.int64)
+    if common.capturing():
+        # Recording a CUDA graph: no host-side check (the eager warm-up checked; nll_loss asserts on the device).
+        return labels, (labels != ignore_label if ignore_label is not None else
+                        torch.ones_like(labels, dtype=torch.bool) if want_valid else None)
     if ignore_label is not None:
         valid = labels != ignore_label
         bad = valid & ((labels < 0) | (labels >= num_classes))
@@ -210,7 +215,7 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         labels.  log(max(p, FLT_MIN)) = max(log p, log FLT_MIN), so the loss comes from the log-softmax in
         three ops, as F.cross_entropy's; backward takes p = exp(log p)."""
         on_cpu = bottom[1].data.device.type == "cpu"
-        if on_cpu:
+        if on_cpu or common.capturing():
             # nll_loss checks every target on the CPU: the explicit range check runs only when it fails.
             labels = bottom[1].data.reshape(-1).to(torch.int64)
         else:

@@ -41,6 +41,9 @@ class SolverAction:
     ALL = (NONE, STOP, SNAPSHOT)
 
 
+COMPILE_VARIABLE = "BREWNET_COMPILE"
+
+
 def load_solver_param(path):
     """Read a solver prototxt as Caffe's ReadSolverParamsFromTextFileOrDie does (solver_type upgraded,
     snapshot_prefix defaulted); a misspelled field is a ProtoError naming it with file:line:col."""
@@ -80,6 +83,7 @@ class Solver:
         self.callbacks = []
         self.action_function = None
         self.requested_early_exit = False
+        self.compile = os.environ.get(COMPILE_VARIABLE, "0") not in ("", "0")
         self.losses, self.smoothed_loss = [], 0.0
         self._timer_start, self._iterations_last = time.perf_counter(), 0
         self.pre_solve()
@@ -261,7 +265,7 @@ class Solver:
             self.net.debug_info = bool(display and p.debug_info)
             loss = 0.0
             for _ in range(p.iter_size):
-                batch_loss = self.precision.forward_backward(self.net)
+                batch_loss = self.forward_backward()
                 if not math.isfinite(batch_loss):
                     self._stop_on_non_finite(batch_loss)
                 loss += batch_loss
@@ -284,6 +288,20 @@ class Solver:
             if request == SolverAction.STOP:
                 self.requested_early_exit = True
                 break
+
+    # The opt-in compiled path (core/capture.py): `caffe train -compile`, `solver.compile = True` before
+    # stepping, or BREWNET_COMPILE=1 (how -compile reaches data-parallel ranks).  On a CUDA device forward +
+    # backward replay from a CUDA graph; elsewhere the eager path.
+    _compiled = None
+
+    def forward_backward(self):
+        """One forward and backward of the train net in the solver's precision (compiled when asked)."""
+        if self.compile and self._compiled is None:
+            from ..core.capture import compiled_step
+            self._compiled = compiled_step(self.net, self.precision) or False
+        if self.compile and self._compiled and not self.net.debug_info:    # debug_info logs every layer
+            return self._compiled.forward_backward()
+        return self.precision.forward_backward(self.net)
 
     def solve(self, resume_file=None):
         p = self.param

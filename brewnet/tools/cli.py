@@ -5,6 +5,7 @@
     caffe test  -model M -weights W [-iterations 50] [-gpu 0] [-level L] [-stage s]
     caffe time  -model M [-iterations 50] [-phase TRAIN|TEST] [-gpu 0]
     (train, test, time) [-precision fp32|bf16|fp16]     brewnet only: mixed-precision compute
+    train [-compile]                                    brewnet only: replay forward+backward from a CUDA graph
     caffe device_query [-gpu 0|all]
 
 `brewnet <tool> args...` runs any other tool of brewnet.tools (convert_mnist_data, compute_image_mean,
@@ -28,6 +29,7 @@ from ..errors import BrewnetError
 from ..log import get_logger, init_log
 from ..proto import caffe_pb2
 from ..solvers import get_solver, load_solver_param
+from ..solvers.base import COMPILE_VARIABLE
 from .tool_flags import parse_command_line
 from .signal_handler import SignalHandler, action_from_flag
 
@@ -61,6 +63,9 @@ FLAGS = {
     "precision": ("", "Optional (brewnet only); compute precision for train, test and time: fp32, bf16 "
                       "(autocast) or fp16 (autocast with dynamic loss scaling); default $BREWNET_PRECISION, "
                       "else fp32. Weights, diffs and snapshots stay fp32."),
+    "compile": (False, "Optional (brewnet only); train: record the net's forward and backward into a CUDA graph "
+                       "once and replay it every iteration (same kernels, same numbers, no per-layer launch "
+                       "cost). GPU only; the CPU runs the eager path."),
     "procs": (1, "Optional; train data-parallel in this many CPU processes (gloo). The effective training batch "
                  "size is multiplied by the number of processes."),
 }
@@ -170,10 +175,13 @@ def train(flags):
         # One solver per rank (per GPU, per -procs process, or per torchrun process), gradients averaged.
         # The ranks' solvers take their precision from the environment, which the spawned processes inherit.
         os.environ[ENV_VARIABLE] = precision
+        if flags["compile"]:
+            os.environ[COMPILE_VARIABLE] = "1"
         return distributed.train(solver_param, source=flags["solver"], procs=flags["procs"], gpus=gpus,
                                  snapshot=flags["snapshot"] or None, sigint_effect=sigint, sighup_effect=sighup)
     with SignalHandler(sigint, sighup) as handler:
         solver = get_solver(solver_param, source=flags["solver"], precision=precision)
+        solver.compile = solver.compile or flags["compile"]
         solver.set_action_function(handler.check_for_signals)
         if flags["snapshot"]:
             log.info("Resuming from %s", flags["snapshot"])

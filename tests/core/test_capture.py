@@ -1,0 +1,126 @@
+"""The compiled path's CPU-side contract (core/capture.py): what a CUDA-graph recording runs makes the host
+wait for the device nowhere, gives the eager numbers, and refuses what it cannot record.  The recording
+itself needs a GPU: benchmarks/gpu_check.py runs it where a session has one."""
+import pytest
+import torch
+
+from brewnet.core import common
+from brewnet.core.capture import CapturedStep, HostSyncs, check_recordable, compiled_step, source_layers
+from brewnet.core.net import Net
+from brewnet.core.precision import Precision
+from brewnet.errors import NetError
+from brewnet.layers.python_layer import PythonLayerBase
+from brewnet.proto import caffe_pb2
+from brewnet.proto.io import parse_text
+from brewnet.solvers import get_solver
+
+NET = """
+name: "small" force_backward: true
+layer { name: "in" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 8 dim: 2 dim: 8 dim: 8 } shape { dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 bias_term: false weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "drop" type: "Dropout" bottom: "pool" top: "pool" }
+layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" %s }
+"""
+
+
+def small_net(loss_param=""):
+    torch.manual_seed(0)
+    net = Net(parse_text(NET % loss_param, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN)
+    net.blobs["data"].data.copy_(torch.randn(8, 2, 8, 8, generator=torch.Generator().manual_seed(1)))
+    net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 1, 0, 2, 2, 1]))
+    return net
+
+
+@pytest.mark.parametrize("loss_param", ["", "loss_param { ignore_label: 2 }"], ids=["all-labels", "ignore"])
+def test_the_recorded_step_never_waits_for_the_device(loss_param):
+    net = small_net(loss_param)
+    step = CapturedStep(net, Precision("fp32"))
+    step.eager_step()                                   # the warm-up: lazily created buffers now exist
+    with common.graph_capture(), HostSyncs() as syncs:
+        loss = step.eager_step()
+    assert syncs.found == []
+    assert isinstance(loss, torch.Tensor) and loss.dim() == 0
+
+
+def test_outside_a_recording_the_label_check_is_seen_waiting():
+    # The same step with the host-side checks on: the detector sees the label range check (so an empty
+    # list above means something).
+    net = small_net("loss_param { ignore_label: 2 }")
+    with HostSyncs() as syncs:
+        net.forward()
+    assert any("_local_scalar_dense" in s and "layers/loss.py" in s for s in syncs.found)
+
+
+@pytest.mark.parametrize("loss_param", ["", "loss_param { ignore_label: 2 }"], ids=["all-labels", "ignore"])
+def test_recording_mode_computes_the_eager_numbers(loss_param):
+    results = []
+    for capturing in (False, True):
+        net = small_net(loss_param)
+        torch.manual_seed(5)                             # the same dropout mask
+        if capturing:
+            with common.graph_capture():
+                loss = float(CapturedStep(net, Precision("fp32")).eager_step())
+        else:
+            loss = net.forward()
+            net.backward()
+        results.append((loss, net.blobs["data"].diff.clone(), net.layer_by_name("conv").blobs[0].diff.clone()))
+    (eager_loss, eager_dx, eager_dw), (rec_loss, rec_dx, rec_dw) = results
+    assert rec_loss == pytest.approx(eager_loss, rel=1e-6) and eager_loss > 0.1
+    torch.testing.assert_close(rec_dx, eager_dx)
+    torch.testing.assert_close(rec_dw, eager_dw)
+
+
+def test_data_layers_run_outside_and_python_layers_are_refused():
+    net = small_net()
+    assert source_layers(net) == 1
+    check_recordable(net, 1)
+    text = NET.replace('layer { name: "drop" type: "Dropout" bottom: "pool" top: "pool" }',
+                       'layer { name: "py" type: "Python" bottom: "pool" top: "pool2" '
+                       'python_param { module: "tests.core.test_capture" layer: "Twice" } }\n'
+                       'layer { name: "drop" type: "Dropout" bottom: "pool2" top: "pool2" }')
+    text = text.replace('name: "ip" type: "InnerProduct" bottom: "pool"', 'name: "ip" type: "InnerProduct" bottom: "pool2"') % ""
+    with pytest.raises(NetError, match="layer 'py' of type Python cannot be recorded"):
+        check_recordable(Net(parse_text(text, caffe_pb2.NetParameter())), 1)
+
+
+class Twice(PythonLayerBase):
+    """A Python layer (only its type matters to check_recordable)."""
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = 2 * bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        bottom[0].diff[...] = 2 * top[0].diff
+
+
+def test_on_the_cpu_compile_runs_the_eager_path(caplog):
+    assert compiled_step(small_net(), Precision("fp32")) is None
+    params = []
+    for compile_ in (True, False):
+        torch.manual_seed(0)
+        sp = caffe_pb2.SolverParameter(base_lr=0.1, momentum=0.9, lr_policy="fixed", display=0, max_iter=100,
+                                       random_seed=3)
+        sp.net_param.CopyFrom(parse_text(NET % "", caffe_pb2.NetParameter()))
+        solver = get_solver(sp)
+        solver.compile = compile_
+        solver.net.blobs["data"].data.normal_()
+        solver.net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 1, 0, 2, 2, 1]))
+        solver.step(3)
+        params.append([b.data.clone() for b in solver.net.learnable_params])
+    for a, b in zip(*params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert "CUDA graphs need a CUDA device" in caplog.text
