@@ -3,7 +3,7 @@
     python -m benchmarks.run_all [--quick] [--threads N] [--skip-data] [--output PATH]
 
 Sections: the machine and versions, then benchmarks/models.py (whole nets: train iteration, forward, peak
-memory), benchmarks/layers.py (heavy layers, forward + backward) and benchmarks/data.py (the Data layer's
+memory; at one thread for the record, then again at all cores), benchmarks/layers.py (heavy layers, forward + backward) and benchmarks/data.py (the Data layer's
 LMDB throughput, in a subprocess), each with the command that reproduces it.  A full run takes about 10 minutes
 on a quiet 2-core machine.
 """
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import torch
 
 from . import layers, models
 from .timing import machine_description, setup_process
@@ -24,44 +25,42 @@ ROOT = os.path.dirname(HERE)
 TARGETS = {"lenet": (1.05, 1.05), "caffenet": (1.10, None), "googlenet": (1.10, None), "resnet50": (1.10, None)}
 
 
-NOTES = """## Where brewnet is still slower, and why
+NOTES = """## What the figures rest on, and where brewnet is still slower
 
-- Results land in the blobs' own memory, as in Caffe (Convolution, Pooling, LRN, Im2col, SPP and the bottom
-  diffs of Convolution, Pooling, LRN, BatchNorm, SoftmaxWithLoss, Crop): a LeNet forward now takes 0 minor
-  page faults (538 when Convolution handed the top a fresh tensor each forward), and NumPy arrays held on
-  blobs see each new forward/backward.  What it costs: torch's `aten.convolution.out` (like
-  `convolution_backward.out` and `native_batch_norm_backward.out`) is a generated wrapper that computes into a
-  temporary and copies into `out`, so each conv output and each stored bottom diff takes one extra pass
-  (LeNet forward: 10 `aten::copy_` per forward, about 0.3 ms of 8).  On ResNet-50, whose activations are
-  large, that costs about 5 % of a training iteration: 1644 ms against 1569 ms with the old adopt-a-fresh-
-  tensor code, A/B in one session (Convolution forward +22 ms, Convolution backward +20 ms, BatchNorm
-  backward +22 ms, whose in-place dx must land in the diff it reads).  A kernel that writes its output
-  directly (none is exposed for CPU convolution) would remove it.  The pooling kernels
-  (`max_pool2d_with_indices.out`, `avg_pool2d.out`, their `grad_input` backwards), InnerProduct, ReLU and
-  Eltwise write in place natively.
-- LeNet forward, the rest of the gap: SoftmaxWithLoss checks the label range (one reduction and a host sync)
-  and takes Caffe's clamped log of the softmax (86 us against 14 us for `F.cross_entropy`), and every layer
-  runs its reshape checks in Python (20-50 us a layer).
-- MAX pooling skips its argmax when the Net says the layer's backward never runs (`Layer.need_backward`,
-  set from the Net's backward analysis: deploy/TEST nets without force_backward) and then takes the window
-  maxima as separable column/row maxima, 3-4x faster than torch's CPU kernel, which always computes the
-  argmax (64x20x24x24, 2x2/2: 0.9 ms vs 2.5 ms; 16x96x55x55, 3x3/2: 5.4 ms vs 22 ms).  The nets timed here
-  are TRAIN nets (`net.forward()` may be followed by backward), so their pooling still keeps the argmax, as
-  does PyTorch's `max_pool2d` even under no_grad.  ReLU likewise keeps no sign mask in forward-only nets.
-- ResNet-50: BatchNorm and Scale are two layers (Caffe's design) where PyTorch runs one fused affine batch
-  norm; an in-place Scale must keep a copy of its input for the scale gradient.  The solver's update runs
-  Caffe's per-parameter loop on the CPU (161 parameter blobs, 53 x 3 BatchNorm statistics included): its
-  `torch._foreach_*` form (`SGDSolver.batched_update`, the default on accelerators, same numbers) measured
-  slower here (33 ms vs 28 ms per update), since the loop finishes each parameter while it is in cache.
+- Threads: the record is taken with one torch intra-op thread on both sides (`--threads 1`, the default of
+  run_all).  The two cores of this machine are shared with other jobs; with two threads an op waits whenever
+  one worker is descheduled, and five back-to-back LeNet runs gave train ratios from 0.75 to 1.30; with one
+  thread, three runs gave 0.843-0.857 (train) and 1.030-1.047 (forward).  The table "at two threads" below
+  shows the same nets with torch's default of two threads: expect +-10 % there.
+- Each timed round starts with one untimed call per contender (`timing.interleaved(settle=1)`): brewnet's
+  blobs keep their memory between calls, as Caffe's do, so the first call after PyTorch's paid for the cache
+  lines PyTorch had just used (measured: LeNet forward 13.5 ms interleaved against 12.5 ms back-to-back).
+- BatchNorm + Scale in place (ResNet-50, DenseNet): the Net runs the pair as one fused step
+  (`brewnet/core/fusion.py`, as Intel's Caffe fork did): one affine batch-norm kernel forward and one
+  backward, where the two layers took four passes each way (normalize, copy into the top, Scale's copy of its
+  input, scale).  The blob in between is never observable, and the numbers agree with the two layers to
+  float rounding (tests/core/test_fusion.py).  ResNet-50 train ratio 1.22 -> 0.95 (2 threads, same session).
+- ReLU reads its top in backward (`threshold_backward`, in place) when the Net says nothing rewrites the top
+  before backward (`Layer.top_data_kept`), instead of keeping a boolean mask: no mask pass in forward and a
+  4x cheaper backward.  A net where a later in-place layer rewrites the top keeps the mask.
+- Results land in the blobs' own memory, as in Caffe.  Convolution (and the fused BatchNorm) take the
+  kernel's fresh output without a copy when nothing else holds the top's memory (`Blob.release_data` /
+  `take_data`: no NumPy array, view or sharing blob on it, told by torch's storage and Python reference
+  counts); a held pycaffe array keeps the copy path and sees every new forward.
+- LeNet forward, the rest of the gap (1-4 %): the kernels take the same time on both sides (profiled: conv
+  5.6 vs 5.7 ms, pooling 5.3 vs 5.4 ms per forward); the difference is Python per layer (reshape checks,
+  loss bookkeeping, about 25 us a layer) and SoftmaxWithLoss's Caffe-exact clamped log (a few extra small
+  ops).  MAX pooling in TRAIN nets computes the argmax (torch's CPU kernel is the slow part of LeNet; a
+  2x2 window done as element-wise maxima measured only 1.2x faster, with a slower backward).
+- The compiled path (`caffe train -compile`, core/capture.py) records forward + backward into a CUDA graph;
+  on the CPU it runs the eager path, since torch.compile of LeNet took 25 s to compile with no gain here.
+  Its CUDA figures come from benchmarks/gpu_check.py when a session has a GPU.
+- The solver's update runs Caffe's per-parameter loop on the CPU (161 parameter blobs in ResNet-50, BatchNorm
+  statistics included): the `torch._foreach_*` form (`SGDSolver.batched_update`, the default on accelerators,
+  same numbers) measured slower here (33 ms vs 28 ms), since the loop finishes each parameter in cache.
 - Peak memory of GoogLeNet and ResNet-50: brewnet keeps, as Caffe does, every blob's data and diff for the
-  whole iteration (PyTorch frees activations and gradients during backward), plus per-layer state: BatchNorm's
-  normalized copy, in-place Scale's input copy, ReLU's sign mask.  A diff shared with the top for in-place and
-  Split/Eltwise-SUM bottoms, and dropping x_norm for in-place BatchNorm, are the next steps; both need care
-  where pycaffe users read diffs.
-- BatchNorm alone (layer table): the normalized values are computed once and then copied into the top, so
-  that backward keeps its own copy whatever later in-place layers do (one extra pass over the blob).
-- Timings on this shared machine move by +-5-10 % between runs, more for sub-10 ms figures with 2 threads
-  while other jobs run (a 2-thread op waits for a descheduled worker); `--threads 1` gives steadier ratios.
+  whole iteration (PyTorch frees activations and gradients during backward).  Sharing a diff with the top
+  for Split/Eltwise-SUM bottoms is the next step; it needs care where pycaffe users read diffs.
 """
 
 
@@ -90,7 +89,8 @@ def data_section(threads):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run, not for the record)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for the record (default 1: steady on a shared machine)")
     parser.add_argument("--skip-data", action="store_true")
     parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"))
     args = parser.parse_args(argv)
@@ -102,6 +102,11 @@ def main(argv=None):
 
     model_rows = models.run(list(models.MODELS), quick=args.quick, memory=True, progress=progress)
     layer_rows = layers.run(quick=args.quick, progress=progress)
+    default_threads = torch.get_num_threads() if args.threads is None else os.cpu_count()
+    torch.set_num_threads(default_threads)
+    progress(f"models again at {default_threads} threads")
+    wide_rows = models.run(list(models.MODELS), quick=args.quick, memory=False, progress=progress)
+    torch.set_num_threads(args.threads or default_threads)
     data = "(skipped)\n" if args.skip_data else data_section(args.threads)
     elapsed = time.perf_counter() - started
     machine["load_average_after"] = "%.2f %.2f %.2f" % os.getloadavg()
@@ -145,6 +150,10 @@ NetSpec (`benchmarks/models.py:resnet50`); the others are the BVLC prototxts (`.
 Targets (issue 7):
 
 {_verdict(model_rows)}
+
+### The same nets at {default_threads} threads (`python -m benchmarks.models --threads {default_threads} --no-memory`)
+
+{models.table(wide_rows)}
 
 {NOTES}
 ## Layers (`python -m benchmarks.layers{flags}`)
