@@ -3,7 +3,8 @@ autograd, in one process.
 
     python -m benchmarks.layers [--quick] [--threads N]
 
-For each case the brewnet side is `layer.Forward(bottom, top)` then `layer.Backward(top, [True...], bottom)`
+For each case the brewnet side is `layer.Forward(bottom, top)` then `layer.Backward(top, [True...], bottom)`,
+the layer told what a Net tells it when nothing rewrites its top (`Layer.top_data_kept`),
 with a fixed random top diff (Caffe's contract: parameter diffs accumulate, bottom diffs are overwritten);
 the PyTorch side is the functional op on leaf tensors that require grad, then `y.backward(dy)` (gradients set
 to None between calls, as optimizers do).  Shapes are those of the benchmarked nets' large layers, at a batch
@@ -43,6 +44,9 @@ class Case:
         if n_tops > 1:
             self.top = [Blob(name=f"t{i}") for i in range(n_tops)]
         self.layer.setup(self.bottom, self.top)
+        # What the Net tells a layer whose tops no later layer rewrites in place (a layer on its own must
+        # assume they may be): BatchNorm then keeps its normalized output as the top instead of a copy.
+        self.layer.top_data_kept = True
         self.propagate = [i in grad_bottoms for i in range(len(bottoms))]
         self.layer.Forward(self.bottom, self.top)
         g = torch.Generator().manual_seed(1)

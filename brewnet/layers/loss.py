@@ -19,7 +19,6 @@ and never by less than 1, so a batch made only of ignored labels yields 0 rather
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..core.blob import Blob
 from ..core import common
@@ -46,7 +45,7 @@ def read_labels(layer, label_blob, num_classes, ignore_label=None, want_valid=Tr
     """
     labels = label_blob.data.reshape(-1).to(torch.int64)
     if common.capturing():
-        # Recording a CUDA graph: no host-side check (the eager warm-up checked; nll_loss asserts on the device).
+        # Recording a CUDA graph: no host-side check (the eager warm-up checked; gather asserts on the device).
         return labels, (labels != ignore_label if ignore_label is not None else
                         torch.ones_like(labels, dtype=torch.bool) if want_valid else None)
     if ignore_label is not None:
@@ -207,33 +206,26 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         if len(top) > 1:
             top[1].data.copy_(self.prob.view(top[1].shape))
 
-    # nll_loss never ignores this target: no float32/float64 label converts to it (odd, above 2**53).
-    _NO_IGNORED_TARGET = 2 ** 62 + 1
-
     def _forward_all_labels(self, bottom, top):
         """Every position counts (no ignore_label): no masking, and the count is known without looking at the
-        labels.  log(max(p, FLT_MIN)) = max(log p, log FLT_MIN), so the loss comes from the log-softmax in
-        three ops, as F.cross_entropy's; backward takes p = exp(log p)."""
+        labels.  log(max(p, FLT_MIN)) = max(log p, log FLT_MIN), so the loss is minus the sum of the labels'
+        log-softmax entries, each floored at log FLT_MIN; backward takes p = exp(log p)."""
         on_cpu = bottom[1].data.device.type == "cpu"
         if on_cpu or common.capturing():
-            # nll_loss checks every target on the CPU: the explicit range check runs only when it fails.
+            # gather checks every index on the CPU: the explicit range check runs only when it fails.
             labels = bottom[1].data.reshape(-1).to(torch.int64)
         else:
             labels, _ = self.read_labels(bottom[1], self.channels, want_valid=False)
         self.prob, self.valid, self.count = None, None, self.outer * self.inner
         self.log_prob = log_softmax_over_channels(bottom[0].data, self.outer, self.channels, self.inner)
         self.labels = labels.view(self.outer, 1, self.inner)
-        clamped = self.log_prob.clamp(min=LOG_FLT_MIN)
-        if self.inner == 1:
-            clamped, targets = clamped.view(self.outer, self.channels), labels
-        else:
-            targets = labels.view(self.outer, self.inner)
         try:
-            nll = F.nll_loss(clamped, targets, reduction="sum", ignore_index=self._NO_IGNORED_TARGET)
-        except IndexError:
+            picked = self.log_prob.gather(1, self.labels)
+        except RuntimeError:
             self.read_labels(bottom[1], self.channels, want_valid=False)   # raises the LayerError
             raise
-        torch.div(nll, self.normalizer(self.outer, self.inner, self.count), out=top[0].data)
+        log_likelihood = picked.clamp_(min=LOG_FLT_MIN).sum()
+        torch.div(log_likelihood, -self.normalizer(self.outer, self.inner, self.count), out=top[0].data)
         if len(top) > 1:
             torch.exp(self.log_prob.view(top[1].shape), out=top[1].data)
 
@@ -241,14 +233,33 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         self.refuse_backward_to(propagate_down, 1)
         if not propagate_down[0]:
             return
-        grad = self.prob.clone() if self.prob is not None else self.log_prob.exp()
+        # Computed in the bottom's diff itself.
+        grad = bottom[0].diff.view(self.outer, self.channels, self.inner)
+        normalizer = self.normalizer(self.outer, self.inner, self.count)
+        if self.prob is None and self.inner == 1:
+            # scale * (p - 1 at the label, p elsewhere) in one kernel: torch's log-softmax backward (fast
+            # along the last axis) of an output gradient g that is -scale at each label and 0 elsewhere:
+            # g - p * sum(g).  g is a kept buffer of zeros: the labels' entries are set, then cleared.
+            grad, labels = grad.view(self.outer, self.channels), self.labels.view(self.outer, 1)
+            g = getattr(self, "_label_grad", None)
+            if g is None or g.shape != grad.shape or g.device != grad.device or g.dtype != grad.dtype:
+                g = self._label_grad = torch.zeros_like(grad)
+            # -loss weight / normalizer at each label (the weight is top[0].diff, as Caffe reads it)
+            g.scatter_(1, labels, torch.div(top[0].diff.view(1, 1), -normalizer).expand(labels.shape))
+            torch.ops.aten._log_softmax_backward_data.out(g, self.log_prob.view(grad.shape), 1, grad.dtype,
+                                                          out=grad)
+            g.scatter_(1, labels, 0.0)
+            return
+        if self.prob is None:
+            torch.exp(self.log_prob.view(grad.shape), out=grad)
+        else:
+            grad.copy_(self.prob)
         if self.valid is None:
             grad.scatter_add_(1, self.labels, grad.new_full(self.labels.shape, -1.0))
         else:
             grad.scatter_add_(1, self.labels, -self.valid.to(grad.dtype))
             grad.mul_(self.valid)        # ignored positions get no gradient at all
-        scale = self.loss_weight(top) / self.normalizer(self.outer, self.inner, self.count)
-        bottom[0].store_diff(grad.mul_(scale).view(bottom[0].shape))
+        grad.mul_(self.loss_weight(top) / normalizer)
 
 
 @register_layer("EuclideanLoss")

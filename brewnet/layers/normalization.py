@@ -80,8 +80,14 @@ class BatchNormLayer(Layer):
             self.x_norm = F.batch_norm(x, mean, var, None, None, False, 0.0, self.eps)
         else:
             self.x_norm, _, self.invstd = self.normalize_batch(x)
-        # x_norm stays ours (backward needs it even when later layers overwrite the top in place).
-        top[0].data.copy_(self.x_norm.view(top[0].shape))
+        del x
+        shape = top[0].shape
+        if self.top_data_kept and top[0].release_data():
+            # Nothing rewrites the top before backward and nothing else holds its memory: x_norm becomes it.
+            top[0].data = self.x_norm.view(shape)
+        else:
+            # x_norm stays ours (backward needs it even when later layers overwrite the top in place).
+            top[0].data.copy_(self.x_norm.view(shape))
 
     # The two halves of forward, shared with the Net's fused BatchNorm + Scale (core/fusion.py).
     def global_stats(self):
@@ -121,7 +127,12 @@ class BatchNormLayer(Layer):
             dx = torch.ops.aten.native_batch_norm_backward(
                 dy, self.x_norm, self.invstd, None, None, ones.new_zeros(self.channels), ones, True,
                 self.eps, [True, False, False])[0]
-        bottom[0].store_diff(dx.view(bottom[0].shape))
+        del dy
+        dx = dx.view(bottom[0].shape)
+        if bottom[0].release_diff():
+            bottom[0].diff = dx         # nothing else holds the old diff: take the kernel's output
+        else:
+            bottom[0].store_diff(dx)
 
 
 def _param_shape(layer, blob, axis, num_axes, what):

@@ -162,6 +162,24 @@ def test_softmax_loss_matches_autograd():
     assert torch.allclose(x.diff, ref_x.grad, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (2, 4, 3)], ids=["one-kernel backward", "spatial"])
+def test_softmax_loss_without_ignore_label_matches_autograd(shape):
+    # Both backward paths of the all-labels case, a loss weight that is not 1, run twice (the one-kernel path
+    # keeps a buffer whose label entries must be cleared between calls).
+    layer = make('type: "SoftmaxWithLoss"')
+    for seed in (0, 1):
+        g = torch.Generator().manual_seed(seed)
+        x0 = torch.randn(*shape, dtype=torch.float64, generator=g)
+        labels = torch.randint(0, shape[1], (shape[0],) + shape[2:], generator=g)
+        x, label = blob(x0), blob(labels.to(torch.float64))
+        top = run(layer, [x, label], weight=0.7)
+        ref_x = x0.clone().requires_grad_()
+        ref = F.cross_entropy(ref_x, labels, reduction="mean")
+        (0.7 * ref).backward()
+        assert float(top[0].data) == pytest.approx(ref.item(), rel=1e-10)
+        assert torch.allclose(x.diff, ref_x.grad, atol=1e-12)
+
+
 # --- EuclideanLoss -----------------------------------------------------------------------------------------
 
 def test_euclidean_hand_computed():
