@@ -37,7 +37,7 @@ DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "Wind
 #        rounds and warm-up iterations for the timing)
 MODELS = {
     "lenet": dict(path="examples_mnist/lenet_train_test.prototxt", batch=64, shape=(1, 28, 28), classes=10,
-                  rounds=30, repeat=5),
+                  rounds=60, repeat=5),
     "cifar10_quick": dict(path="examples_cifar10/cifar10_quick_train_test.prototxt", batch=100,
                           shape=(3, 32, 32), classes=10, rounds=15, repeat=2),
     "caffenet": dict(path="bvlc_reference_caffenet/train_val.prototxt", batch=16, shape=(3, 227, 227),

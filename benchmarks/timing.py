@@ -4,6 +4,8 @@ The development machine has 2 cores shared with other jobs, so timings drift.  `
 the contenders in alternating order, round after round, and reports per contender the median time, and for
 the ratio the median of the per-round ratios: a load spike hits both sides of a round alike.
 """
+import ctypes
+import ctypes.util
 import os
 import platform
 import statistics
@@ -18,12 +20,28 @@ def setup_process(threads=None):
     """Flush denormal floats to zero, for both contenders alike.  Training on random inputs drives some
     values (momentum histories, tiny gradients) into the denormal range, where x86 arithmetic is up to 100x
     slower; which side gets there first depends on its random initial weights, not on the framework, and
-    made single iterations swing between 20 and 300 ms.  `threads` sets torch's intra-op threads.  Also silence brewnet's INFO log (net assembly)."""
+    made single iterations swing between 20 and 300 ms.  Malloc keeps its memory (steady_malloc).  `threads`
+    sets torch's intra-op threads.  Also silence brewnet's INFO log (net assembly)."""
     import logging
     torch.set_flush_denormal(True)
+    steady_malloc()
     if threads:
         torch.set_num_threads(threads)
     logging.getLogger("brewnet").setLevel(logging.WARNING)
+
+
+def steady_malloc():
+    """Keep glibc's malloc from handing memory back to the kernel between iterations (fixed trim and mmap
+    thresholds instead of its adaptive ones), for both contenders.  With two frameworks in one process the
+    heap's shape depends on both: LeNet then swung between phases of 0 and 3 000 page faults per brewnet
+    step (26 vs 34 ms) or per PyTorch step, depending on which allocation met a trimmed heap; either program
+    alone takes none.  (Intel's PyTorch tuning guide prescribes jemalloc/tcmalloc for the same reason.)"""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-1, 1 << 30)       # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+        libc.mallopt(-3, 32 << 20)      # M_MMAP_THRESHOLD: blocks below 32 MiB come from the heap
+    except (OSError, AttributeError):
+        pass                            # not glibc: nothing to steady
 
 
 def interleaved(contenders, rounds, warmup=1, repeat=1, settle=1):
