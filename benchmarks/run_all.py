@@ -29,12 +29,16 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
 
 - Threads: the record is taken with one torch intra-op thread on both sides (`--threads 1`, the default of
   run_all).  The two cores of this machine are shared with other jobs; with two threads an op waits whenever
-  one worker is descheduled, and five back-to-back LeNet runs gave train ratios from 0.75 to 1.30; with one
-  thread, three runs gave 0.843-0.857 (train) and 1.030-1.047 (forward).  The table "at two threads" below
-  shows the same nets with torch's default of two threads: expect +-10 % there.
-- Each timed round starts with one untimed call per contender (`timing.interleaved(settle=1)`): brewnet's
-  blobs keep their memory between calls, as Caffe's do, so the first call after PyTorch's paid for the cache
-  lines PyTorch had just used (measured: LeNet forward 13.5 ms interleaved against 12.5 ms back-to-back).
+  one worker is descheduled, and five back-to-back LeNet runs gave train ratios from 0.75 to 1.30.  The
+  table "at 2 threads" shows the same nets with torch's default: expect +-10 % there.
+- Both contenders run with glibc's malloc thresholds fixed (`timing.steady_malloc`) and flush denormals.
+  With two frameworks in one process the heap's shape depends on both, and LeNet swung between phases of 0
+  and 3 000 page faults per step (26 vs 34 ms) on one side or the other; either program alone takes none.
+- Each timed round starts with one untimed call per contender (`timing.interleaved(settle=1)`): otherwise the
+  first call after a switch pays for the cache lines the other side just used (brewnet's blobs keep their
+  memory between calls, as Caffe's do; LeNet forward 13.5 ms interleaved against 12.5 ms back-to-back).
+  With both fixes LeNet's train ratio is 1.02-1.04 over repeated runs (it read 0.85 before them: PyTorch
+  was the one paying), forward 1.03-1.04.
 - BatchNorm + Scale in place (ResNet-50, DenseNet): the Net runs the pair as one fused step
   (`brewnet/core/fusion.py`, as Intel's Caffe fork did): one affine batch-norm kernel forward and one
   backward, where the two layers took four passes each way (normalize, copy into the top, Scale's copy of its
@@ -42,16 +46,21 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   float rounding (tests/core/test_fusion.py).  ResNet-50 train ratio 1.22 -> 0.95 (2 threads, same session).
 - ReLU reads its top in backward (`threshold_backward`, in place) when the Net says nothing rewrites the top
   before backward (`Layer.top_data_kept`), instead of keeping a boolean mask: no mask pass in forward and a
-  4x cheaper backward.  A net where a later in-place layer rewrites the top keeps the mask.
+  4x cheaper backward.  A net where a later in-place layer rewrites the top keeps the mask.  BatchNorm alone
+  likewise keeps its normalized output as the top when the Net says so.
+- SoftmaxWithLoss without an ignore_label: the loss is minus the sum of the labels' log-probabilities, each
+  floored at log FLT_MIN (Caffe's clamp, on 64 values instead of the whole 64 x 10), and backward is torch's
+  log-softmax backward of a gradient that is -weight/normalizer at the labels: p - 1 scaled, in one kernel,
+  written into the bottom's diff.
 - Results land in the blobs' own memory, as in Caffe.  Convolution (and the fused BatchNorm) take the
   kernel's fresh output without a copy when nothing else holds the top's memory (`Blob.release_data` /
   `take_data`: no NumPy array, view or sharing blob on it, told by torch's storage and Python reference
   counts); a held pycaffe array keeps the copy path and sees every new forward.
-- LeNet forward, the rest of the gap (1-4 %): the kernels take the same time on both sides (profiled: conv
-  5.6 vs 5.7 ms, pooling 5.3 vs 5.4 ms per forward); the difference is Python per layer (reshape checks,
-  loss bookkeeping, about 25 us a layer) and SoftmaxWithLoss's Caffe-exact clamped log (a few extra small
-  ops).  MAX pooling in TRAIN nets computes the argmax (torch's CPU kernel is the slow part of LeNet; a
-  2x2 window done as element-wise maxima measured only 1.2x faster, with a slower backward).
+- LeNet, what remains (2-4 %): the kernels take the same time on both sides (conv2 backward: 9.6 ms in the
+  layer, 9.4 ms as the bare aten call, 9.5 ms under autograd); the rest is Python per layer (reshape
+  checks, loss bookkeeping, about 25 us a layer, 8 layers each way) and Caffe's update loop.  MAX pooling in
+  TRAIN nets computes the argmax (torch's CPU kernel is the slow part of LeNet's forward; a 2x2 window done
+  as element-wise maxima measured only 1.2x faster, with a slower backward).
 - The compiled path (`caffe train -compile`, core/capture.py) records forward + backward into a CUDA graph;
   on the CPU it runs the eager path, since torch.compile of LeNet took 25 s to compile with no gain here.
   Its CUDA figures come from benchmarks/gpu_check.py when a session has a GPU.
