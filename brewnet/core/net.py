@@ -14,7 +14,6 @@ Assembly follows Caffe's Net::Init step by step, each step a method below:
                       layers execute as one fused step (fusion.py: BatchNorm + Scale in place)
 """
 import collections
-import math
 import os
 
 import numpy as np
@@ -26,6 +25,7 @@ from ..proto import caffe_pb2
 from ..proto.io import read_net_param
 from . import common, fusion
 from .blob import Blob
+from .debug_info import NetDebugInfo, fmt as _fmt
 from .insert_splits import insert_splits
 from .net_state import filter_net
 from .registry import create_layer
@@ -33,7 +33,7 @@ from .registry import create_layer
 log = get_logger("net")
 
 
-class Net:
+class Net(NetDebugInfo):
     # Run fusable layer groups (fusion.py) as one step in forward/backward.  Assign False on a net, or set
     # BREWNET_FUSE=0 in the environment, to run every layer on its own.
     fuse_layers = os.environ.get("BREWNET_FUSE", "1") != "0"
@@ -537,57 +537,6 @@ class Net:
     def save_hdf5(self, path, write_diff=False):
         from ..proto.weights import save_hdf5
         save_hdf5(self, path, write_diff=write_diff)
-
-    # --- debug_info (book 5.1.4) -------------------------------------------------------------------------------
-    def _forward_debug_info(self, layer_id):
-        layer = self.layers[layer_id]
-        for blob_id, blob in zip(self.top_ids[layer_id], self.top_vecs[layer_id]):
-            log.info("    [Forward] Layer %s, top blob %s data: %s", layer.name, self.blob_names[blob_id],
-                     _fmt(blob.asum_data() / max(blob.count(), 1)))
-        for param_id, blob in enumerate(layer.blobs):
-            name = self.param_display_names[self.param_id_vecs[layer_id][param_id]]
-            log.info("    [Forward] Layer %s, param blob %s data: %s", layer.name, name,
-                     _fmt(blob.asum_data() / max(blob.count(), 1)))
-
-    def _backward_debug_info(self, layer_id):
-        layer = self.layers[layer_id]
-        for bottom_id, blob in enumerate(self.bottom_vecs[layer_id]):
-            if not self.bottom_need_backward[layer_id][bottom_id]:
-                continue
-            log.info("    [Backward] Layer %s, bottom blob %s diff: %s", layer.name,
-                     self.blob_names[self.bottom_ids[layer_id][bottom_id]],
-                     _fmt(blob.asum_diff() / max(blob.count(), 1)))
-        for param_id, blob in enumerate(layer.blobs):
-            if layer.param_propagate(param_id):
-                log.info("    [Backward] Layer %s, param blob %d diff: %s", layer.name, param_id,
-                         _fmt(blob.asum_diff() / max(blob.count(), 1)))
-
-    def _param_norms_debug_info(self):
-        asum_data = sum(b.asum_data() for b in self.learnable_params)
-        asum_diff = sum(b.asum_diff() for b in self.learnable_params)
-        l2_data = math.sqrt(sum(b.sumsq_data() for b in self.learnable_params))
-        l2_diff = math.sqrt(sum(b.sumsq_diff() for b in self.learnable_params))
-        log.error("    [Backward] All net params (data, diff): L1 norm = (%s, %s); L2 norm = (%s, %s)",
-                  _fmt(asum_data), _fmt(asum_diff), _fmt(l2_data), _fmt(l2_diff))
-
-    def update_debug_info(self, net_param_id):
-        blob = self.params[net_param_id]
-        owner = self.param_owners[net_param_id]
-        layer_name = self.layer_names[self.param_layer_indices[net_param_id][0]]
-        name = self.param_display_names[net_param_id]
-        diff = _fmt(blob.asum_diff() / max(blob.count(), 1))
-        if owner < 0:
-            log.info("    [Update] Layer %s, param %s data: %s; diff: %s", layer_name, name,
-                     _fmt(blob.asum_data() / max(blob.count(), 1)), diff)
-        else:
-            owner_layer = self.layer_names[self.param_layer_indices[owner][0]]
-            log.info("    [Update] Layer %s, param blob %s (owned by layer %s, param %s) diff: %s", layer_name,
-                     name, owner_layer, self.param_display_names[owner], diff)
-
-
-def _fmt(x):
-    """Print a number the way C++ iostreams do by default (6 significant digits, no trailing zeros)."""
-    return "%g" % x
 
 
 def _shape_str(shape):
