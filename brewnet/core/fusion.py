@@ -76,7 +76,7 @@ class BatchNormScale:
         else:
             y, self.mean, self.invstd = bn.normalize_batch(x, gamma, beta)
         blob.data = y.view(shape)
-        self.x = x if bn.need_backward else None
+        self.x = x if bn.need_backward or scale.need_backward else None
         self.fused_forward = True
 
     def run_unfused_forward(self):
@@ -95,8 +95,9 @@ class BatchNormScale:
         Scale's parameter diffs), as the Net would ask of the two layers."""
         net, bn, scale, blob = self.net, self.bn, self.scale, self.blob
         want_x = net.layer_need_backward[self.first] and net.bottom_need_backward[self.first][0]
-        want_gamma = scale.param_propagate(0)
-        want_beta = scale.bias_layer is not None and scale.param_propagate(len(scale.blobs) - 1)
+        scale_backward = net.layer_need_backward[self.last]
+        want_gamma = scale_backward and scale.param_propagate(0)
+        want_beta = scale_backward and scale.bias_layer is not None and scale.param_propagate(len(scale.blobs) - 1)
         if not (want_x or want_gamma or want_beta):
             return
         gamma, _ = self._gamma_beta()

@@ -75,6 +75,38 @@ def test_fused_forward_backward_equals_the_two_layers(bn):
     assert fused["sc.0.diff"].abs().min() > 0 and fused["data.diff"].abs().max() > 1e-3
 
 
+ON_THE_DATA = """
+name: "on_the_data"
+layer { name: "in" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 4 dim: 3 dim: 6 dim: 6 } shape { dim: 4 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" }
+layer { name: "sc" type: "Scale" bottom: "data" top: "data"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_batchnorm_on_the_data_before_a_learned_scale():
+    # BatchNorm itself needs no backward (its bottom is the data, its statistics are not learned) but Scale
+    # does: the fused step must keep its input for Scale's gradients.
+    results = []
+    for fuse in (True, False):
+        torch.manual_seed(0)
+        net = Net(parse_text(ON_THE_DATA, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN)
+        net.fuse_layers = fuse
+        assert [net.layer_need_backward[net.layer_index(n)] for n in ("bn", "sc")] == [False, True]
+        net.blobs["data"].data.copy_(torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1)))
+        net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 1]))
+        net.forward_backward()
+        assert net._group_of[net.layer_index("bn")].fused_forward == fuse
+        results.append([b.diff.clone() for b in net.layer_by_name("sc").blobs])
+    for fused, plain in zip(*results):
+        torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+        assert fused.abs().max() > 1e-3
+
+
 def test_backward_starting_inside_a_fused_group_unfuses_it():
     results = []
     for fuse in (True, False):
