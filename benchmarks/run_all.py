@@ -61,6 +61,11 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   checks, loss bookkeeping, about 25 us a layer, 8 layers each way) and Caffe's update loop.  MAX pooling in
   TRAIN nets computes the argmax (torch's CPU kernel is the slow part of LeNet's forward; a 2x2 window done
   as element-wise maxima measured only 1.2x faster, with a slower backward).
+- Channels-last (oneDNN's preferred layout) was measured, not adopted: PyTorch's own ResNet-50 train step
+  is 7-9 % faster with `torch.channels_last` here (2599 -> 2367 ms at one thread, 1439 -> 1339 ms at two).
+  Both sides above run NCHW, Caffe's layout, which pycaffe's NumPy views, Flatten/Reshape views and
+  InnerProduct rely on; an internal channels-last layout converted lazily at those boundaries is the next
+  CPU speed step.
 - The compiled path (`caffe train -compile`, core/capture.py) records forward + backward into a CUDA graph;
   on the CPU it runs the eager path, since torch.compile of LeNet took 25 s to compile with no gain here.
   Its CUDA figures come from benchmarks/gpu_check.py when a session has a GPU.
