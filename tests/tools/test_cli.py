@@ -119,6 +119,21 @@ def test_train_finetunes_from_weights(golden, tmp_path, monkeypatch, capsys):
         assert torch.equal(a.data, b.data)
 
 
+def test_train_compile_on_the_cpu_runs_the_eager_path(golden, tmp_path, monkeypatch, capsys):
+    # -compile records a CUDA graph on a GPU; on the CPU it says so and trains exactly as without it.
+    golden_workdir(golden, tmp_path, monkeypatch)
+    finals = []
+    for flags, prefix in ((["-compile"], "compiled"), ([], "eager")):
+        solver = write_solver(tmp_path / f"{prefix}.prototxt", snapshot_prefix=f'"{prefix}"')
+        assert cli.main(["train", "-solver", solver] + flags) == 0
+        final = get_solver(solver)
+        final.net.copy_trained_layers_from(f"{prefix}_iter_4.caffemodel")
+        finals.append([b.data.clone() for b in final.net.learnable_params])
+    assert "-compile: CUDA graphs need a CUDA device" in capsys.readouterr().err
+    for a, b in zip(*finals):
+        assert torch.equal(a, b)
+
+
 def test_train_refuses_snapshot_and_weights_together(golden, tmp_path, monkeypatch, capsys):
     golden_workdir(golden, tmp_path, monkeypatch)
     solver = write_solver(tmp_path / "s.prototxt")
