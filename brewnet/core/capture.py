@@ -19,7 +19,8 @@ and layers skip their host-side checks: a bad label met later trips a device ass
 
 Not recordable, refused with a NetError naming the layer: Python layers and layers that read files or the
 host during forward (their work would be frozen into the graph), and any step that still makes the host
-wait for the device (checked with HostSyncs on the last warm-up).  When blob shapes or memory change (a
+wait for the device or copies host values into it (checked with HostSyncs on the last warm-up; of Caffe's
+layers only Filter, whose output size depends on the values).  When blob shapes or memory change (a
 reshape, an eager forward in between), the step is recorded again.  Mixed precision runs eagerly (autocast
 caches its casts of the weights across a recording).
 """
@@ -54,15 +55,17 @@ def check_recordable(net, first):
                            f"(it does host work every iteration); run without -compile")
 
 
-# Ops after which the host must wait for the device: reading a value (item(), float(), bool() of a tensor)
-# or a result whose size depends on the values.
+# Ops a CUDA graph cannot record: those after which the host must wait for the device (reading a value:
+# item(), float(), bool() of a tensor; a result whose size depends on the values), and lift_fresh, a tensor
+# made from host data (torch.tensor(...)): on a GPU that is a copy from pageable host memory, which a
+# capture forbids (and a replay would reuse the value of the recording).
 SYNCING_OPS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten._unique",
-               "aten.unique_", "aten.repeat_interleave")
+               "aten.unique_", "aten.repeat_interleave", "aten.lift_fresh")
 
 
 class HostSyncs(TorchDispatchMode):
     """Records every op in SYNCING_OPS run inside it, with the brewnet source line that ran it (any device:
-    on the CPU it shows what would stall a CUDA graph recording)."""
+    on the CPU it shows what would break a CUDA graph recording)."""
 
     def __init__(self):
         super().__init__()
@@ -121,8 +124,8 @@ class CapturedStep:
         torch.cuda.current_stream(net.device).wait_stream(side)
         self._restore(saved)
         if syncs.found:
-            raise NetError("-compile: the step makes the host wait for the device, which a CUDA graph cannot "
-                           f"record: {', '.join(syncs.found)}; run without -compile")
+            raise NetError("-compile: the step makes the host wait for the device or feeds it host values, "
+                           f"which a CUDA graph cannot record: {', '.join(syncs.found)}; run without -compile")
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: the data layers' reader and prefetch threads may run CUDA-free work meanwhile.
         with common.graph_capture(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):

@@ -38,10 +38,6 @@ class NeuronLayer(Layer):
         return saved if saved is not None else bottom[0].data
 
 
-def _scalar(x, value):
-    return torch.tensor(value, dtype=x.dtype, device=x.device)
-
-
 @register_layer("ReLU")
 class ReLULayer(NeuronLayer):
     """ReLU: y = max(0, x) + negative_slope * min(0, x);  dx = dy * (x > 0 ? 1 : negative_slope).
@@ -297,7 +293,7 @@ class PowerLayer(NeuronLayer):
             dx.zero_()
             return
         if self.power == 1:
-            grad = _scalar(dy, self.diff_scale)
+            grad = self.diff_scale              # a Python number: no host value copied to the device
         else:
             x = self.input(bottom)
             if self.power == 2:

@@ -13,6 +13,7 @@ from brewnet.layers.python_layer import PythonLayerBase
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from brewnet.solvers import get_solver
+from tests.layers.golden_case import golden_cases, run_golden_case, set_golden_top_diffs, setup_golden_layer
 
 NET = """
 name: "small" force_backward: true
@@ -124,3 +125,35 @@ def test_on_the_cpu_compile_runs_the_eager_path(caplog):
     for a, b in zip(*params):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert "CUDA graphs need a CUDA device" in caplog.text
+
+
+# Layers whose work cannot be recorded, and why.
+UNRECORDABLE = {"Filter": "aten.nonzero"}      # the output's size depends on the selector's values
+
+
+@pytest.mark.parametrize("name", golden_cases())
+def test_every_caffe_layer_records_without_host_work_and_computes_caffes_numbers(golden, name):
+    # What a recording runs of each layer (forward and backward, host checks off) neither waits for the
+    # device nor feeds it host values, so that -compile can record any Caffe net but one with Filter ...
+    layer, layer_param, case, arrays, bottom, top = setup_golden_layer(golden / "layers", name)
+    propagate_down = [b in case.get("check_bottom_diff", []) for b in layer_param.bottom]
+
+    def step():
+        layer.forward_loss(bottom, top)
+        if case.get("check_backward", True):
+            layer.Backward(top, propagate_down, bottom)
+
+    layer.forward_loss(bottom, top)                     # the warm-up
+    if case.get("check_backward", True):
+        set_golden_top_diffs(layer_param, arrays, top)
+    with common.graph_capture(), HostSyncs() as syncs:
+        step()
+    expected = UNRECORDABLE.get(case["layer_type"])
+    if expected:
+        assert syncs.found and all(s.startswith(expected) for s in syncs.found), syncs.found
+    else:
+        assert syncs.found == []
+    # ... and gives Caffe's numbers (the recording skips checks, and SoftmaxWithLoss takes another path).
+    with common.graph_capture():
+        report = run_golden_case(golden / "layers", name)
+    assert report["compared"]

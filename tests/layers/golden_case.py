@@ -55,14 +55,15 @@ def _manifest(golden_dir):
 
 
 def golden_cases(*layer_types, golden_dir=None):
-    """Names of the golden cases whose layer_type is one of `layer_types` (for pytest parametrize)."""
+    """Names of the golden cases whose layer_type is one of `layer_types`, or all of them when none is given
+    (for pytest parametrize)."""
     if golden_dir is None:
         from tests.conftest import GOLDEN
         golden_dir = GOLDEN / "layers"
     if not (pathlib.Path(golden_dir) / "manifest.json").is_file():
         # Let the test itself fail loudly through the `golden` fixture rather than collect nothing silently.
         return [f"<golden data missing: {golden_dir}>"]
-    return [n for n, c in _manifest(golden_dir).items() if c["layer_type"] in layer_types]
+    return [n for n, c in _manifest(golden_dir).items() if not layer_types or c["layer_type"] in layer_types]
 
 
 def build_golden_layer(golden_dir, name):
@@ -100,24 +101,23 @@ def _compare(case_name, what, actual, expected, rtol, atol, report):
             f"(rtol {rtol}, atol {atol}); worst at index {i}: brewnet {actual[i]!r}, Caffe {expected[i]!r}")
 
 
-def run_golden_case(golden_dir, name, rtol=1e-4, atol=1e-5, diff_rtol=None, diff_atol=None):
-    """Check layer "L" of golden case `name` against Caffe (see the module docstring). Returns a report."""
+def _tensor(arrays, key):
+    return torch.from_numpy(np.array(arrays[key], dtype=np.float32))
+
+
+def setup_golden_layer(golden_dir, name):
+    """Layer "L" of case `name` set up on its bottoms, with Caffe's parameters copied in (steps 1-3 of the
+    module docstring): (layer, layer_param, case, arrays, bottom, top)."""
     golden_dir = pathlib.Path(golden_dir)
     layer_param, case = build_golden_layer(golden_dir, name)
-    diff_rtol = rtol if diff_rtol is None else diff_rtol
-    diff_atol = atol if diff_atol is None else diff_atol
     arrays = np.load(golden_dir / f"{name}.npz")
-
-    def tensor(key):
-        return torch.from_numpy(np.array(arrays[key], dtype=np.float32))
-
     blobs = {}
     bottom = []
     parameter_bottoms = set(case.get("parameter_bottoms", []))
     for name_b in layer_param.bottom:
         blob = Blob(arrays[f"bottom/{name_b}"].shape, dtype=torch.float32, name=name_b)
         if name_b not in parameter_bottoms:
-            blob.data = tensor(f"bottom/{name_b}")
+            blob.data = _tensor(arrays, f"bottom/{name_b}")
         # else: zeros — see "Parameter bottoms" in the module docstring.
         blobs[name_b] = blob
         bottom.append(blob)
@@ -135,7 +135,20 @@ def run_golden_case(golden_dir, name, rtol=1e-4, atol=1e-5, diff_rtol=None, diff
         if tuple(blob.shape) != tuple(expected.shape):
             raise AssertionError(f"golden case {name}: param {i} has shape {blob.shape}, "
                                  f"Caffe's has {tuple(expected.shape)}")
-        blob.data.copy_(tensor(f"param/{i}").to(blob.data.device))
+        blob.data.copy_(_tensor(arrays, f"param/{i}").to(blob.data.device))
+    return layer, layer_param, case, arrays, bottom, top
+
+
+def set_golden_top_diffs(layer_param, arrays, top):
+    for t, blob in zip(layer_param.top, top):
+        blob.diff.copy_(_tensor(arrays, f"top_diff/{t}").reshape(blob.shape).to(blob.diff.device))
+
+
+def run_golden_case(golden_dir, name, rtol=1e-4, atol=1e-5, diff_rtol=None, diff_atol=None):
+    """Check layer "L" of golden case `name` against Caffe (see the module docstring). Returns a report."""
+    layer, layer_param, case, arrays, bottom, top = setup_golden_layer(golden_dir, name)
+    diff_rtol = rtol if diff_rtol is None else diff_rtol
+    diff_atol = atol if diff_atol is None else diff_atol
 
     report = {"case": name, "compared": []}
     layer.Forward(bottom, top)
@@ -154,8 +167,7 @@ def run_golden_case(golden_dir, name, rtol=1e-4, atol=1e-5, diff_rtol=None, diff
     # Zero the parameter diffs first: a Parameter layer's top diff *is* its parameter's diff.
     for blob in layer.blobs:
         blob.diff.zero_()
-    for t, blob in zip(layer_param.top, top):
-        blob.diff.copy_(tensor(f"top_diff/{t}").reshape(blob.shape).to(blob.diff.device))
+    set_golden_top_diffs(layer_param, arrays, top)
     checked = set(case.get("check_bottom_diff", []))
     propagate_down = [b in checked for b in layer_param.bottom]
     layer.Backward(top, propagate_down, bottom)
