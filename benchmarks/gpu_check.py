@@ -1,19 +1,33 @@
 """The prepared GPU check of issue 7, for a session that is lent a CUDA machine (one run, then give it back).
 
-    python -m benchmarks.gpu_check --out $OUT            # on the GPU machine
+    bash benchmarks/gpu_prepare.sh                      # here: wheels and golden models into .gpu/ (ignored)
+    run(command="bash benchmarks/gpu_session.sh", carry=[".gpu"], timeout_s=540)     # the device tool
     python -m benchmarks.gpu_check --device cpu --quick  # a dry run of the same code paths on the CPU
 
-1. correctness: LeNet and ResNet-50 with the same initial weights and inputs, a few SGD iterations on the CPU
-   and on the device: the parameters must agree (cuDNN sums in another order: rtol 1e-3, atol 1e-5);
-2. the compiled path (`-compile`, core/capture.py): the same iterations with forward + backward replayed from a
-   CUDA graph must give the eager device path's parameters (cuDNN deterministic for both: identical);
-3. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
-   device, fp32, fp32 with -compile, and bf16 (brewnet `-precision bf16` vs torch.autocast), images/s;
-4. writes gpu_results.json and gpu_results.md (a table to paste into benchmarks/RESULTS.md) to --out.
+Sections, in this order; each one's failure is reported in the results instead of stopping the others, and
+the results are rewritten to --out after every section (a run cut off by its time limit keeps what it did):
+
+1. environment: device, torch / CUDA / cuDNN versions, the TF32 flags GPU mode leaves, `caffe device_query`;
+2. golden layers: every case of ../shared/golden/layers on the device, eagerly and replayed from a CUDA graph
+   (benchmarks/gpu_golden.py), against BVLC Caffe's numbers;
+3. CPU vs device: LeNet and ResNet-50 with the same initial weights and inputs, a few SGD iterations on the
+   CPU and on the device: the parameters must agree (summation order differs: rtol 1e-3, atol 1e-5);
+4. the compiled path (`-compile`, core/capture.py): the same iterations replayed from a CUDA graph must give
+   the eager device path's parameters (cuDNN deterministic for both: identical);
+5. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
+   device (same process, same float32 / TF32 flags), fp32, fp32 with -compile, and bf16 (brewnet
+   `-precision bf16` vs torch.autocast), images/s; ResNet-50 at batch 8 (launch-bound) and 32;
+6. the demo on the GPU: `python -m examples.mnist.demo --gpu 0 --iterations 2000`, eager and -compile
+   (LMDB data, prefetch threads, test net, on CUDA): test accuracy and time.
+
+Writes gpu_results.json and gpu_results.md (the text to paste into benchmarks/RESULTS.md) to --out.
 """
 import argparse
+import contextlib
 import json
 import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -21,8 +35,11 @@ import torch
 from brewnet.core import common
 from brewnet.core.precision import Precision
 
-from .models import MODELS, build, torch_forward, torch_train_step
+from . import gpu_golden
+from .models import GOLDEN, MODELS, build, torch_forward, torch_train_step
 from .timing import median, paired_ratio, setup_process
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHECK_ITERATIONS = 3
 
@@ -78,11 +95,24 @@ def check_compiled(name, device):
     return {"model": name, "iterations": CHECK_ITERATIONS, "identical": worst == 0.0, "max_abs_diff": worst}
 
 
-def time_on_device(name, device, precision, rounds):
+@contextlib.contextmanager
+def batch_of(name, batch):
+    """MODELS[name] at another batch size for a while (models.build reads it)."""
+    saved = MODELS[name]["batch"]
+    MODELS[name]["batch"] = batch
+    try:
+        yield
+    finally:
+        MODELS[name]["batch"] = saved
+
+
+def time_on_device(name, device, precision, rounds, batch=None):
     compile_ = precision.endswith("+compile")
     precision = precision.replace("+compile", "")
     _use(device)
-    solver, model, opt, inputs = build(name)
+    with batch_of(name, batch or MODELS[name]["batch"]):
+        solver, model, opt, inputs = build(name)
+        batch = MODELS[name]["batch"]
     solver.compile = compile_
     model.to(device)
     inputs = {k: v.to(device) for k, v in inputs.items()}
@@ -128,7 +158,6 @@ def time_on_device(name, device, precision, rounds):
             times[key].append(time.perf_counter() - start)
     solver.close()
     common.set_mode_cpu()
-    batch = MODELS[name]["batch"]
     train = {"brewnet": times["brewnet_train"], "pytorch": times["pytorch_train"]}
     forward = {"brewnet": times["brewnet_forward"], "pytorch": times["pytorch_forward"]}
     return {
@@ -152,26 +181,86 @@ def _guarded(fn, name, *args):
                 "error": f"{type(e).__name__}: {e}", "where": traceback.format_exc().strip().splitlines()[-3:]}
 
 
-def markdown(device_name, checks, timings, compiled):
-    lines = [f"## CUDA ({device_name})", "", "| model | precision | batch | train brewnet ms | train PyTorch ms | "
-             "train ratio | forward ratio | images/s brewnet | images/s PyTorch |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in timings:
-        lines.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {r['train_brewnet_ms']:.1f} | "
-                     f"{r['train_pytorch_ms']:.1f} | {r['train_ratio']:.3f} | {r['forward_ratio']:.3f} | "
-                     f"{r['train_images_per_s_brewnet']:.0f} | {r['train_images_per_s_pytorch']:.0f} |")
-    lines += ["", "CPU vs device parameters after a few SGD iterations:", ""]
-    for c in checks:
-        lines.append(f"- {c['model']}: {'agree' if c['params_close'] else 'DIFFER'} "
-                     f"(worst relative difference {c['worst_rel_diff']:.2e} after {c['iterations']} iterations)")
-    lines += ["", "-compile (CUDA graph replay) vs eager on the device, cuDNN deterministic:", ""]
-    for c in compiled:
-        if "error" in c:
-            lines.append(f"- {c['model']}: FAILED: {c['error']}")
-            continue
-        lines.append(f"- {c['model']}: {'identical' if c['identical'] else 'DIFFER'} "
-                     f"(max abs difference {c['max_abs_diff']:.2e} after {c['iterations']} iterations)")
+def environment(device):
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu dry run",
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None}
+    _use(device)                        # GPU mode sets the TF32 flags (core/common.set_tf32)
+    info["tf32_conv"], info["tf32_matmul"] = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    common.set_mode_cpu()
+    if device.type == "cuda":
+        out = subprocess.run([sys.executable, "-m", "brewnet.tools.cli", "device_query", "-gpu",
+                              str(device.index or 0)], capture_output=True, text=True, timeout=120)
+        info["device_query"] = (out.stdout + out.stderr).strip().splitlines()[-12:]
+    return info
+
+
+def demo_on_device(device, iterations):
+    """The README's main job on the GPU, eager and compiled, in fresh processes (2000 iterations)."""
+    rows = []
+    for extra in ([], ["--compile"]):
+        command = [sys.executable, "-m", "examples.mnist.demo", "--gpu", str(device.index or 0),
+                   "--iterations", str(iterations)] + extra
+        start = time.perf_counter()
+        out = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+        lines = (out.stdout + out.stderr).strip().splitlines()
+        rows.append({"command": " ".join(command[1:]), "rc": out.returncode,
+                     "seconds": round(time.perf_counter() - start, 1),
+                     "result": next((l for l in reversed(lines) if "test accuracy" in l), None),
+                     "tail": lines[-8:]})
+    return rows
+
+
+def markdown(results):
+    env = results.get("environment", {})
+    lines = [f"## CUDA ({env.get('device', '?')})", "",
+             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}; "
+             f"TF32 in GPU mode: convolutions {env.get('tf32_conv')}, matrix products {env.get('tf32_matmul')}.",
+             ""]
+    if "golden" in results:
+        lines += [gpu_golden.markdown(results["golden"])]
+    timings = results.get("timings", [])
+    if timings:
+        lines += ["| model | precision | batch | train brewnet ms | train PyTorch ms | train ratio | forward ratio "
+                  "| images/s brewnet | images/s PyTorch |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in timings:
+            lines.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {r['train_brewnet_ms']:.1f} | "
+                         f"{r['train_pytorch_ms']:.1f} | {r['train_ratio']:.3f} | {r['forward_ratio']:.3f} | "
+                         f"{r['train_images_per_s_brewnet']:.0f} | {r['train_images_per_s_pytorch']:.0f} |")
+        lines.append("")
+    if results.get("checks"):
+        lines += ["CPU vs device parameters after a few SGD iterations:", ""]
+        for c in results["checks"]:
+            if "error" in c:
+                lines.append(f"- {c['model']}: FAILED: {c['error']}")
+                continue
+            lines.append(f"- {c['model']}: {'agree' if c['params_close'] else 'DIFFER'} "
+                         f"(worst relative difference {c['worst_rel_diff']:.2e} after {c['iterations']} iterations)")
+        lines.append("")
+    if results.get("compiled"):
+        lines += ["-compile (CUDA graph replay) vs eager on the device, cuDNN deterministic:", ""]
+        for c in results["compiled"]:
+            if "error" in c:
+                lines.append(f"- {c['model']}: FAILED: {c['error']}")
+                continue
+            lines.append(f"- {c['model']}: {'identical' if c['identical'] else 'DIFFER'} "
+                         f"(max abs difference {c['max_abs_diff']:.2e} after {c['iterations']} iterations)")
+        lines.append("")
+    for row in results.get("demo", []):
+        lines.append(f"- `{row['command']}`: {row['result'] or 'no result, rc ' + str(row['rc'])} "
+                     f"({row['seconds']} s with start-up)")
+    if results.get("failed"):
+        lines += ["", "Sections or timings that failed:", ""] + [f"- {f}" for f in results["failed"]]
     return "\n".join(lines) + "\n"
+
+
+def _write(results, out):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "gpu_results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    with open(os.path.join(out, "gpu_results.md"), "w") as f:
+        f.write(markdown(results))
 
 
 def main(argv=None):
@@ -179,40 +268,50 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--quick", action="store_true", help="few rounds (a dry run)")
-    parser.add_argument("--models", default="lenet,resnet50")
+    parser.add_argument("--models", default="lenet:64,resnet50:8,resnet50:32",
+                        help="name:batch pairs for the timings (the checks use each name's benchmark batch)")
+    parser.add_argument("--golden", default=os.path.join(GOLDEN, "layers"))
     args = parser.parse_args(argv)
     setup_process()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device (use --device cpu for a dry run)")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu dry run"
-    names = args.models.split(",")
-    checks = [check_against_cpu(n, device) for n in names]
-    # The compiled path has never run on a GPU before its first lent session: a failure there is reported in
-    # the results (with its message) instead of losing the other figures.
-    compiled = [_guarded(check_compiled, n, device) for n in names] if device.type == "cuda" else []
+    timed = [(n, int(b)) for n, b in (item.split(":") for item in args.models.split(","))]
+    names = list(dict.fromkeys(n for n, _ in timed))
+    results = {"failed": []}
+
+    def section(key, fn, *fn_args):
+        start = time.perf_counter()
+        try:
+            results[key] = fn(*fn_args)
+        except Exception as e:      # noqa: BLE001 - reported in the results; the next section still runs
+            results["failed"].append(f"{key}: {type(e).__name__}: {e}")
+            common.set_mode_cpu()
+        print(f"gpu_check: {key} done in {time.perf_counter() - start:.1f} s", flush=True)
+        _write(results, args.out)
+
+    section("environment", environment, device)
+    section("golden", gpu_golden.sweep, args.golden, device)
+    section("checks", lambda: [_guarded(check_against_cpu, n, device) for n in names])
+    if device.type == "cuda":
+        # The compiled path had never run on a GPU before its first lent session.
+        section("compiled", lambda: [_guarded(check_compiled, n, device) for n in names])
     rounds = 3 if args.quick else 20
-    variants = ("fp32", "fp32+compile", "bf16")
-    timings, failed = [], []
-    for n in names:
-        for p in variants:
-            row = _guarded(time_on_device, n, device, p, rounds)
+    timings = []
+    for name, batch in timed:
+        for variant in ("fp32", "fp32+compile", "bf16"):
+            row = _guarded(time_on_device, name, device, variant, rounds, batch)
             if "error" in row:
-                failed.append(f"{n} {p}: {row['error']}")
+                results["failed"].append(f"timing {name} batch {batch} {variant}: {row['error']}")
             else:
                 timings.append(row)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu_results.json"), "w") as f:
-        json.dump({"device": device_name, "torch": torch.__version__, "checks": checks, "compiled": compiled,
-                   "timings": timings, "failed_timings": failed}, f,
-                  indent=1)
-    text = markdown(device_name, checks, timings, compiled)
-    if failed:
-        text += "\nTimings that failed:\n\n" + "".join(f"- {line}\n" for line in failed)
-    with open(os.path.join(args.out, "gpu_results.md"), "w") as f:
-        f.write(text)
-    print(text)
-    ok = all(c["params_close"] for c in checks) and all(c["identical"] for c in compiled) and not failed
+        results["timings"] = timings
+        _write(results, args.out)
+    if device.type == "cuda":
+        section("demo", demo_on_device, device, 200 if args.quick else 2000)
+    print(markdown(results))
+    ok = (not results["failed"] and all(c.get("params_close") for c in results.get("checks", []))
+          and all(c.get("identical") for c in results.get("compiled", [])))
     return 0 if ok else 1
 
 

@@ -20,7 +20,7 @@ and layers skip their host-side checks: a bad label met later trips a device ass
 Not recordable, refused with a NetError naming the layer: Python layers and layers that read files or the
 host during forward (their work would be frozen into the graph), and any step that still makes the host
 wait for the device or copies host values into it (checked with HostSyncs on the last warm-up; of Caffe's
-layers only Filter, whose output size depends on the values).  When blob shapes or memory change (a
+layers only Filter would, and it is refused by name).  When blob shapes or memory change (a
 reshape, an eager forward in between), the step is recorded again.  Mixed precision runs eagerly (autocast
 caches its casts of the weights across a recording).
 """
@@ -35,9 +35,12 @@ from . import common
 
 log = get_logger("capture")
 
-# Layer types whose forward does host work a replay would skip (or must happen every iteration in Python).
-NOT_RECORDABLE = {"Python", "HDF5Output", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
-                  "DummyData", "Input"}
+# Layer types a replay cannot stand for, and why.  Host work: what their forward does in Python or on files
+# every iteration, a replay would skip.
+_HOST_WORK = "it does host work every iteration"
+NOT_RECORDABLE = {**dict.fromkeys(("Python", "HDF5Output", "Data", "ImageData", "HDF5Data", "MemoryData",
+                                   "WindowData", "DummyData", "Input"), _HOST_WORK),
+                  "Filter": "the size of its output depends on the selector's values"}
 
 
 def source_layers(net):
@@ -52,7 +55,7 @@ def check_recordable(net, first):
     for name, layer in list(zip(net.layer_names, net.layers))[first:]:
         if layer.type in NOT_RECORDABLE:
             raise NetError(f"-compile: layer '{name}' of type {layer.type} cannot be recorded into a CUDA graph "
-                           f"(it does host work every iteration); run without -compile")
+                           f"({NOT_RECORDABLE[layer.type]}); run without -compile")
 
 
 # Ops a CUDA graph cannot record: those after which the host must wait for the device (reading a value:

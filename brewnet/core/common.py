@@ -4,6 +4,7 @@ Caffe is a singleton holding the CPU/GPU mode, the device id and the random gene
 three facts in this module.  Blobs and layers ask `device()` where to allocate.
 """
 import contextlib
+import os
 import random
 
 import numpy as np
@@ -24,6 +25,19 @@ def set_mode_gpu():
     if not torch.cuda.is_available():
         raise BrewnetError("set_mode_gpu: no CUDA device is available (torch.cuda.is_available() is False)")
     _state["mode"] = GPU
+    set_tf32(os.environ.get(TF32_VARIABLE) == "1")
+
+
+TF32_VARIABLE = "BREWNET_TF32"
+
+
+def set_tf32(allowed):
+    """Whether cuDNN convolutions and cuBLAS matrix products may round their inputs to TF32 (10-bit mantissa)
+    on Ampere and later GPUs.  PyTorch allows it for convolutions by default, which moves results by ~1e-3
+    relative; Caffe computes in float32, so GPU mode turns it off (BREWNET_TF32=1 keeps it on: faster, not
+    Caffe's numbers).  The flags are torch's, process-wide: PyTorch code in the same process follows them."""
+    torch.backends.cudnn.allow_tf32 = bool(allowed)
+    torch.backends.cuda.matmul.allow_tf32 = bool(allowed)
 
 
 def set_device(device_id):

@@ -8,6 +8,7 @@
 3. report the final test accuracy on the 2 000 test digits.
 
     python -m examples.mnist.demo [--iterations N] [--data IDX_DIR] [--test-iter N] [--precision bf16]
+                                  [--gpu 0] [--compile]
 
 Full Fashion-MNIST (60 000 / 10 000, Debian's dataset-fashion-mnist), as in the book's comparison:
     python -m examples.mnist.demo --data /usr/share/datasets/fashion-mnist --test-iter 100
@@ -30,11 +31,14 @@ def main(argv=None):
                         help="override test_iter (e.g. 100 for a 10 000-image test set at batch 100)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="compute precision (brewnet's mixed-precision mode; weights stay fp32)")
+    parser.add_argument("--gpu", type=int, default=None, help="train on this CUDA device (caffe train -gpu N)")
+    parser.add_argument("--compile", action="store_true",
+                        help="replay forward + backward from a CUDA graph (caffe train -compile)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)      # the prototxts name their databases relative to the repository root
     sys.path.insert(0, ROOT)
 
-    from brewnet import set_random_seed
+    from brewnet import set_device, set_mode_gpu, set_random_seed
     from brewnet.solvers import get_solver
     from brewnet.solvers.base import load_solver_param
     from examples.mnist import create_mnist
@@ -48,7 +52,11 @@ def main(argv=None):
         param.test_iter[:] = [args.test_iter]
     if not param.HasField("random_seed"):
         set_random_seed(1701)
+    if args.gpu is not None:
+        set_device(args.gpu)
+        set_mode_gpu()
     solver = get_solver(param, source=args.solver, precision=args.precision)
+    solver.compile = args.compile
     start = time.perf_counter()
     try:
         solver.solve()
@@ -61,7 +69,8 @@ def main(argv=None):
         solver.close()
     accuracy = results[0]["accuracy"]
     minutes = (time.perf_counter() - start) / 60
-    print(f"LeNet ({args.precision}), {solver.iter} iterations in {minutes:.1f} min: test accuracy = {accuracy:.4f} "
+    where = f"GPU {args.gpu}" if args.gpu is not None else "CPU"
+    print(f"LeNet ({args.precision}{' -compile' if args.compile else ''}, {where}), {solver.iter} iterations in {minutes:.1f} min: test accuracy = {accuracy:.4f} "
           f"on {param.test_iter[0]} x {solver.test_nets[0].blobs['data'].shape[0]} test images")
     return 0
 

@@ -80,7 +80,7 @@ def build_golden_layer(golden_dir, name):
     return layer_param, case
 
 
-def _compare(case_name, what, actual, expected, rtol, atol, report):
+def compare_golden(case_name, what, actual, expected, rtol, atol, report):
     actual = actual.detach().cpu().to(torch.float64).numpy()
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -153,12 +153,12 @@ def run_golden_case(golden_dir, name, rtol=1e-4, atol=1e-5, diff_rtol=None, diff
     report = {"case": name, "compared": []}
     layer.Forward(bottom, top)
     for t, blob in zip(layer_param.top, top):
-        _compare(name, f"top/{t}", blob.data, arrays[f"top/{t}"], rtol, atol, report)
+        compare_golden(name, f"top/{t}", blob.data, arrays[f"top/{t}"], rtol, atol, report)
         report["compared"].append(f"top/{t}")
     for i, blob in enumerate(layer.blobs):
         key = f"param_after_forward/{i}"
         if key in arrays.files:
-            _compare(name, key, blob.data, arrays[key], rtol, atol, report)
+            compare_golden(name, key, blob.data, arrays[key], rtol, atol, report)
             report["compared"].append(key)
 
     if not case.get("check_backward", True):
@@ -173,10 +173,10 @@ def run_golden_case(golden_dir, name, rtol=1e-4, atol=1e-5, diff_rtol=None, diff
     layer.Backward(top, propagate_down, bottom)
     for b, blob in zip(layer_param.bottom, bottom):
         if b in checked:
-            _compare(name, f"bottom_diff/{b}", blob.diff, arrays[f"bottom_diff/{b}"], diff_rtol, diff_atol,
+            compare_golden(name, f"bottom_diff/{b}", blob.diff, arrays[f"bottom_diff/{b}"], diff_rtol, diff_atol,
                      report)
             report["compared"].append(f"bottom_diff/{b}")
     for i, blob in enumerate(layer.blobs):
-        _compare(name, f"param_diff/{i}", blob.diff, arrays[f"param_diff/{i}"], diff_rtol, diff_atol, report)
+        compare_golden(name, f"param_diff/{i}", blob.diff, arrays[f"param_diff/{i}"], diff_rtol, diff_atol, report)
         report["compared"].append(f"param_diff/{i}")
     return report
