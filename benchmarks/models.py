@@ -111,7 +111,7 @@ def resnet50(batch, shape, classes):
             n[name] = L.Eltwise(shortcut, y)
             n[name + "_relu"] = L.ReLU(n[name], in_place=True)
             x = n[name]
-    n.pool5 = L.Pooling(x, kernel_size=7, stride=1, pool=P.Pooling.AVE)
+    n.pool5 = L.Pooling(x, kernel_size=shape[-1] // 32, stride=1, pool=P.Pooling.AVE)    # 7 at 224x224
     n.fc1000 = L.InnerProduct(n.pool5, num_output=classes, weight_filler=dict(type="xavier"))
     n.loss = L.SoftmaxWithLoss(n.fc1000, n.label)
     param = n.to_proto()

@@ -92,6 +92,8 @@ class Blob:
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (list, tuple, torch.Size)):
             shape = shape[0]
+        if shape == self._data.shape:       # the usual case (every forward reshapes): nothing to check
+            return
         shape = tuple(int(s) for s in shape)
         if len(shape) > MAX_BLOB_AXES:
             raise BrewnetError(f"blob '{self.name}': {len(shape)} axes exceed the limit of {MAX_BLOB_AXES}")

@@ -109,10 +109,15 @@ class BatchNormScale:
         dx, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
             dy, self.x, gamma, *stats, not bn.use_global_stats, bn.eps, [want_x, want_gamma, want_beta])
         del dy
+        sums, grads = [], []            # accumulated as Caffe's Backward does; one multi-tensor op for both
         if want_gamma:
-            scale.blobs[0].diff.add_(dgamma.view(scale.blobs[0].shape))
+            sums.append(scale.blobs[0].diff.view(-1))
+            grads.append(dgamma)
         if want_beta:
-            scale.blobs[-1].diff.add_(dbeta.view(scale.blobs[-1].shape))
+            sums.append(scale.blobs[-1].diff.view(-1))
+            grads.append(dbeta)
+        if sums:
+            torch._foreach_add_(sums, grads)
         if want_x:
             dx = dx.view(blob.shape)
             if blob.release_diff():

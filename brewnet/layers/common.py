@@ -38,8 +38,9 @@ class SplitLayer(Layer):
 
     def reshape(self, bottom, top):
         for i, t in enumerate(top):
-            self.expect(t is not bottom[0], f"Expect: top {i} is not the bottom (Split does not work in place), "
-                                            f"Actual: top '{t.name}' is the bottom")
+            if t is bottom[0]:
+                raise LayerError(f"Expect: top {i} is not the bottom (Split does not work in place), "
+                                 f"Actual: top '{t.name}' is the bottom", self.name, self.type)
             t.reshape_like(bottom[0])
             t.data = bottom[0].data
 
@@ -179,11 +180,15 @@ class EltwiseLayer(Layer):
         self.stable_prod_grad = p.stable_prod_grad
 
     def reshape(self, bottom, top):
+        if self.shapes_unchanged(bottom, top):
+            return
         for i, b in enumerate(bottom[1:], 1):
-            self.expect(b.shape == bottom[0].shape,
-                        f"all bottoms must have the same shape. Expect: bottom[{i}] '{b.name}' of shape "
-                        f"{bottom[0].shape_string()} like bottom[0] '{bottom[0].name}', Actual: {b.shape_string()}")
+            if b.shape != bottom[0].shape:
+                raise LayerError(f"all bottoms must have the same shape. Expect: bottom[{i}] '{b.name}' of shape "
+                                 f"{bottom[0].shape_string()} like bottom[0] '{bottom[0].name}', "
+                                 f"Actual: {b.shape_string()}", self.name, self.type)
         top[0].reshape_like(bottom[0])
+        self.remember_shapes(bottom, top)
 
     def forward(self, bottom, top):
         y = top[0].data

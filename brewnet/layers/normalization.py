@@ -65,12 +65,15 @@ class BatchNormLayer(Layer):
             self.set_param_propagate_down(i, False)
 
     def reshape(self, bottom, top):
+        if self.shapes_unchanged(bottom, top):
+            return
         if bottom[0].num_axes > 1:
             self.expect(bottom[0].shape[1] == self.channels,
                         f"Expect: {self.channels} channels, Actual: {bottom[0].shape[1]} in shape {bottom[0].shape}")
         top[0].reshape_like(bottom[0])
         num = bottom[0].shape[0] if bottom[0].num_axes else 1
         self.split = (num, self.channels, bottom[0].count() // max(1, num * self.channels))
+        self.remember_shapes(bottom, top)
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.split)
@@ -103,16 +106,28 @@ class BatchNormLayer(Layer):
         # accumulated in double), y in a second.  With momentum 1 its "running" outputs are exactly this
         # batch's mean and unbiased variance m/(m-1) * var, the values Caffe adds to its blobs.
         m = x.numel() // self.channels
-        mean, unbiased_var = x.new_zeros(self.channels), x.new_zeros(self.channels)
+        mean, unbiased_var, one = self._batch_statistics(x)
         y, batch_mean, invstd = torch.ops.aten.native_batch_norm(
             x, weight, bias, mean, unbiased_var, True, 1.0, self.eps)
         if m <= 1:
             unbiased_var.zero_()    # one value per channel: variance 0 (Caffe's correction factor is 1)
-        maf = self.moving_average_fraction
-        self.blobs[2].data.mul_(maf).add_(1)
-        self.blobs[0].data.mul_(maf).add_(mean)
-        self.blobs[1].data.mul_(maf).add_(unbiased_var)
+        # blob <- maf * blob + value for the three blobs, rounded as Caffe's axpby (scale, then add); two
+        # multi-tensor ops where six single ones were (a kernel launch each on a GPU).
+        sums = [b.data.view(-1) for b in self.blobs]
+        torch._foreach_mul_(sums, self.moving_average_fraction)
+        torch._foreach_add_(sums, [mean, unbiased_var, one])
         return y, batch_mean, invstd
+
+    def _batch_statistics(self, x):
+        """Buffers for the kernel's "running" outputs (this batch's mean and unbiased variance, momentum 1),
+        kept across iterations, and the 1 added to the scale factor.  Momentum 1 still reads the old values
+        (0 * old): they are the last batch's statistics, non-finite only if the blobs already are."""
+        buffers = getattr(self, "_stats_buffers", None)
+        if buffers is None or buffers[0].shape[0] != self.channels or buffers[0].dtype != x.dtype \
+                or buffers[0].device != x.device:
+            buffers = self._stats_buffers = (x.new_zeros(self.channels), x.new_zeros(self.channels),
+                                             x.new_ones(1))
+        return buffers
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -265,12 +280,17 @@ class ScaleLayer(Layer):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
 
     def reshape(self, bottom, top):
+        # The scale and bias blobs count as bottoms here: their shapes decide the splits too.
+        operands = list(bottom) + [self._scale(bottom)] + ([self.blobs[-1]] if self.bias_layer else [])
+        if self.shapes_unchanged(operands, top):
+            return
         self.split = _broadcast_split(self, bottom[0], self._scale(bottom), self.param.scale_param.axis, "scale")
         if top[0] is not bottom[0]:
             top[0].reshape_like(bottom[0])
         if self.bias_layer is not None:
             self.bias_layer.blobs = [self.blobs[-1]]
             self.bias_layer.reshape([top[0]], top)
+        self.remember_shapes(operands, top)
 
     def forward(self, bottom, top):
         outer, dim, inner = self.split
