@@ -229,30 +229,27 @@ def markdown(results):
                          f"{r['train_pytorch_ms']:.1f} | {r['train_ratio']:.3f} | {r['forward_ratio']:.3f} | "
                          f"{r['train_images_per_s_brewnet']:.0f} | {r['train_images_per_s_pytorch']:.0f} |")
         lines.append("")
-    if results.get("checks"):
-        lines += ["CPU vs device parameters after a few SGD iterations:", ""]
-        for c in results["checks"]:
-            if "error" in c:
-                lines.append(f"- {c['model']}: FAILED: {c['error']}")
-                continue
-            lines.append(f"- {c['model']}: {'agree' if c['params_close'] else 'DIFFER'} "
-                         f"(worst relative difference {c['worst_rel_diff']:.2e} after {c['iterations']} iterations)")
-        lines.append("")
-    if results.get("compiled"):
-        lines += ["-compile (CUDA graph replay) vs eager on the device, cuDNN deterministic:", ""]
-        for c in results["compiled"]:
-            if "error" in c:
-                lines.append(f"- {c['model']}: FAILED: {c['error']}")
-                continue
-            lines.append(f"- {c['model']}: {'identical' if c['identical'] else 'DIFFER'} "
-                         f"(max abs difference {c['max_abs_diff']:.2e} after {c['iterations']} iterations)")
-        lines.append("")
+    lines += _verdicts("CPU vs device parameters after a few SGD iterations:", results.get("checks"),
+                       lambda c: f"{'agree' if c['params_close'] else 'DIFFER'} (worst relative difference "
+                                 f"{c['worst_rel_diff']:.2e} after {c['iterations']} iterations)")
+    lines += _verdicts("-compile (CUDA graph replay) vs eager on the device, cuDNN deterministic:",
+                       results.get("compiled"),
+                       lambda c: f"{'identical' if c['identical'] else 'DIFFER'} (max abs difference "
+                                 f"{c['max_abs_diff']:.2e} after {c['iterations']} iterations)")
     for row in results.get("demo", []):
         lines.append(f"- `{row['command']}`: {row['result'] or 'no result, rc ' + str(row['rc'])} "
                      f"({row['seconds']} s with start-up)")
     if results.get("failed"):
         lines += ["", "Sections or timings that failed:", ""] + [f"- {f}" for f in results["failed"]]
     return "\n".join(lines) + "\n"
+
+
+def _verdicts(title, rows, verdict):
+    """A titled list, one line per model: its verdict, or FAILED with the error a guarded check met."""
+    if not rows:
+        return []
+    return [title, ""] + [f"- {c['model']}: " + (f"FAILED: {c['error']}" if "error" in c else verdict(c))
+                          for c in rows] + [""]
 
 
 def _write(results, out):

@@ -69,9 +69,16 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
 - The compiled path (`caffe train -compile`, core/capture.py) records forward + backward into a CUDA graph;
   on the CPU it runs the eager path, since torch.compile of LeNet took 25 s to compile with no gain here.
   Its CUDA figures come from benchmarks/gpu_check.py when a session has a GPU.
-- The solver's update runs Caffe's per-parameter loop on the CPU (161 parameter blobs in ResNet-50, BatchNorm
-  statistics included): the `torch._foreach_*` form (`SGDSolver.batched_update`, the default on accelerators,
+- The solver's update runs Caffe's per-parameter loop on the CPU (320 parameter blobs in ResNet-50, the 159
+  BatchNorm statistics with lr_mult 0 included, as Caffe updates them too): the `torch._foreach_*` form (`SGDSolver.batched_update`, the default on accelerators,
   same numbers) measured slower here (33 ms vs 28 ms), since the loop finishes each parameter in cache.
+- `resnet50_overhead` (the same 245 layers on 2 images of 32x32, every kernel tiny) measures the frameworks'
+  own per-layer work: the regime of a fast GPU at a small batch, where the host issues kernels slower than
+  the device runs them.  brewnet's Python per layer (reshape checks, blob bookkeeping, Caffe's BatchNorm
+  running sums as separate ops) costs more than torch.nn's module call, and its backward runs each layer's
+  Backward in Python where PyTorch's autograd engine is C++.  The BatchNorm sums now take two multi-tensor
+  ops (kept buffers, no allocation), and layers whose bottoms keep their shapes skip their reshape checks:
+  forward ratio 1.26 -> 1.18 on this net.  `-compile` removes this cost on a GPU altogether.
 - Peak memory of GoogLeNet and ResNet-50: brewnet keeps, as Caffe does, every blob's data and diff for the
   whole iteration (PyTorch frees activations and gradients during backward).  Sharing a diff with the top
   for Split/Eltwise-SUM bottoms is the next step; it needs care where pycaffe users read diffs.
@@ -155,9 +162,10 @@ an SGDSolver's `step(1)` (momentum 0.9, weight decay 5e-4: clear diffs, forward,
 prototxt; BatchNorm + Scale as one affine `nn.BatchNorm2d`), `zero_grad`, forward, `loss.backward()`,
 `torch.optim.SGD(momentum=0.9, weight_decay=5e-4).step()`, `loss.item()`; forward under `torch.no_grad()`.
 `python -m benchmarks.models --check` copies brewnet's initial weights into the PyTorch model and shows both
-compute the same loss (dropout off) for all five nets.  Peak memory: growth of the peak RSS of a fresh process
+compute the same loss (dropout off) for every net.  Peak memory: growth of the peak RSS of a fresh process
 per model and framework over building the model and three training iterations.  ResNet-50 is generated with
-NetSpec (`benchmarks/models.py:resnet50`); the others are the BVLC prototxts (`../shared/golden/models`).
+NetSpec (`benchmarks/models.py:resnet50`), also as `resnet50_overhead` (2 images of 32x32: framework overhead,
+see the notes); the others are the BVLC prototxts (`../shared/golden/models`).
 
 {models.table(model_rows)}
 
