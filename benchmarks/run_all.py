@@ -56,11 +56,11 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   kernel's fresh output without a copy when nothing else holds the top's memory (`Blob.release_data` /
   `take_data`: no NumPy array, view or sharing blob on it, told by torch's storage and Python reference
   counts); a held pycaffe array keeps the copy path and sees every new forward.
-- LeNet, what remains (2-4 %): the kernels take the same time on both sides (conv2 backward: 9.6 ms in the
-  layer, 9.4 ms as the bare aten call, 9.5 ms under autograd); the rest is Python per layer (reshape
-  checks, loss bookkeeping, about 25 us a layer, 8 layers each way) and Caffe's update loop.  MAX pooling in
-  TRAIN nets computes the argmax (torch's CPU kernel is the slow part of LeNet's forward; a 2x2 window done
-  as element-wise maxima measured only 1.2x faster, with a slower backward).
+- MAX pooling on the CPU runs torch's kernel on a channels-last copy of the input: torch's NCHW CPU kernel
+  (which the PyTorch programs here use, as `F.max_pool2d` does by default) is 4-17x slower than its
+  channels-last one and gives the same windows, first-maximum ties, NaN handling and plane indices, so
+  converting there and back still wins 2.4-5.7x (LeNet's pool1: 4.1 -> 1.3 ms; ResNet-50's pool1 at batch 8:
+  48 -> 12 ms).  That is most of LeNet's lead; the rest of its time is the same kernels on both sides.
 - Channels-last (oneDNN's preferred layout) was measured, not adopted: PyTorch's own ResNet-50 train step
   is 7-9 % faster with `torch.channels_last` here (2599 -> 2367 ms at one thread, 1439 -> 1339 ms at two).
   Both sides above run NCHW, Caffe's layout, which pycaffe's NumPy views, Flatten/Reshape views and

@@ -3,7 +3,6 @@
     [Forward] Layer conv1, top blob conv1 data: 0.123      mean |value| of each top and parameter
     [Backward] Layer conv1, bottom blob data diff: ...     mean |diff| of each bottom and parameter
     [Backward] All net params (data, diff): L1 norm = (...); L2 norm = (...)
-    [Update] Layer conv1, param 0 data: ...; diff: ...
 
 The Net mixes these in; the message texts are Caffe's, so Caffe's log tools read them.
 """
@@ -52,17 +51,3 @@ class NetDebugInfo:
         l2_diff = math.sqrt(sum(b.sumsq_diff() for b in self.learnable_params))
         log.error("    [Backward] All net params (data, diff): L1 norm = (%s, %s); L2 norm = (%s, %s)",
                   fmt(asum_data), fmt(asum_diff), fmt(l2_data), fmt(l2_diff))
-
-    def update_debug_info(self, net_param_id):
-        blob = self.params[net_param_id]
-        owner = self.param_owners[net_param_id]
-        layer_name = self.layer_names[self.param_layer_indices[net_param_id][0]]
-        name = self.param_display_names[net_param_id]
-        diff = fmt(blob.asum_diff() / max(blob.count(), 1))
-        if owner < 0:
-            log.info("    [Update] Layer %s, param %s data: %s; diff: %s", layer_name, name,
-                     fmt(blob.asum_data() / max(blob.count(), 1)), diff)
-        else:
-            owner_layer = self.layer_names[self.param_layer_indices[owner][0]]
-            log.info("    [Update] Layer %s, param blob %s (owned by layer %s, param %s) diff: %s", layer_name,
-                     name, owner_layer, self.param_display_names[owner], diff)

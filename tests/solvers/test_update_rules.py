@@ -216,13 +216,15 @@ def test_legacy_solver_type_enum_picks_the_class():
 ])
 def test_batched_update_equals_the_per_parameter_loop(float64, text):
     """The torch._foreach_* path (accelerators) computes exactly what Caffe's per-parameter loop (the CPU
-    default) does, with per-parameter lr_mult / decay_mult."""
+    default; for plain SGD in slices of each parameter, here of 3 values so that every parameter takes
+    several) does, with per-parameter lr_mult / decay_mult."""
     params = "param { lr_mult: 2 decay_mult: 0.5 } param { lr_mult: 0.5 decay_mult: 0 }"
     results = []
     for batched in (False, True):
         common.set_random_seed(7)          # the same initial weights for both
         solver = linear_solver(BASE_TEXT + "base_lr: 0.1 " + text, params=params)
         solver.batched_update = batched
+        solver.CHUNK = 3
         solver.step(4)
         results.append(params_of(solver.net) + [h.data.clone() for h in solver.history])
     assert linear_solver(BASE_TEXT + "base_lr: 0.1").batched_update is False      # the CPU default: looped
