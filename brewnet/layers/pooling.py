@@ -127,7 +127,9 @@ def max_values(x, g):
     the fastest way even with its argmax (on the CPU through channels-last, see _torch_max_pool); elsewhere
     the maximum over each window's columns, then over its rows (exact, so the values equal max_pool's)."""
     if g.torch_ok:
-        return max_pool(x, g)[0]
+        if x.device.type == "cpu":
+            return max_pool(x, g)[0]
+        return F.max_pool2d(x, g.kernel, g.stride, g.pad, ceil_mode=g.ceil_mode)
     padded = any(g.pad) or any(g.tail)
     if padded:
         x = g.padded(x, -math.inf)
