@@ -20,6 +20,8 @@ fused; a Backward that starts inside a fused group first gives the layers the st
 import torch
 import torch.nn.functional as F
 
+from . import deferred
+
 
 def find_groups(net):
     """The fusable groups of `net`, in layer order."""
@@ -109,7 +111,7 @@ class BatchNormScale:
         dx, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
             dy, self.x, gamma, *stats, not bn.use_global_stats, bn.eps, [want_x, want_gamma, want_beta])
         del dy
-        sums, grads = [], []            # accumulated as Caffe's Backward does; one multi-tensor op for both
+        sums, grads = [], []            # accumulated as Caffe's Backward does, gathered over the pass
         if want_gamma:
             sums.append(scale.blobs[0].diff.view(-1))
             grads.append(dgamma)
@@ -117,7 +119,7 @@ class BatchNormScale:
             sums.append(scale.blobs[-1].diff.view(-1))
             grads.append(dbeta)
         if sums:
-            torch._foreach_add_(sums, grads)
+            deferred.add(sums, grads)
         if want_x:
             dx = dx.view(blob.shape)
             if blob.release_diff():

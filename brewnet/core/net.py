@@ -14,6 +14,7 @@ Assembly follows Caffe's Net::Init step by step, each step a method below:
                       layers execute as one fused step (fusion.py: BatchNorm + Scale in place)
 """
 import collections
+import contextlib
 import os
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..errors import BrewnetError, NetError, WeightsError
 from ..log import get_logger
 from ..proto import caffe_pb2
 from ..proto.io import read_net_param
-from . import common, fusion
+from . import common, deferred, fusion
 from .blob import Blob
 from .debug_info import NetDebugInfo, fmt as _fmt
 from .insert_splits import insert_splits
@@ -354,7 +355,7 @@ class Net(NetDebugInfo):
         """forward(), the loss left on the device: a 0-d tensor (the float 0.0 without loss layers)."""
         start, end = self._layer_range(start, end, 0, len(self.layers) - 1)
         loss = 0.0
-        with torch.no_grad():
+        with torch.no_grad(), self._gathered():
             i = start
             while i <= end:
                 group = self._fused_group(i, i, end)
@@ -378,7 +379,7 @@ class Net(NetDebugInfo):
     def backward(self, start=None, end=None):
         """Run Backward from layer `start` down to `end` (defaults: last to first)."""
         start, end = self._layer_range(start, end, len(self.layers) - 1, 0)
-        with torch.no_grad():
+        with torch.no_grad(), self._gathered():
             i = start
             while i >= end:
                 group = self._fused_group(i, end, start)
@@ -395,6 +396,12 @@ class Net(NetDebugInfo):
                 i -= 1
         if self.debug_info and start == len(self.layers) - 1 and end == 0:
             self._param_norms_debug_info()
+
+    def _gathered(self):
+        """The scope in which layers' small blob updates (BatchNorm statistics, fused d(gamma), d(beta)) are
+        applied together at the end of the pass (core/deferred.py); with debug_info, layer by layer, since
+        its log shows each layer's parameters right after the layer."""
+        return contextlib.nullcontext() if self.debug_info else deferred.gathered()
 
     def _fused_group(self, i, low, high):
         """The fused group layer i belongs to, if it may run as one step: fusion on, no per-layer debug log,

@@ -23,6 +23,7 @@ input channel c and kernel offset j (row-major over the kernel axes), the layout
 import torch
 import torch.nn.functional as F
 
+from ..core import deferred
 from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
@@ -194,10 +195,15 @@ class BaseConvolutionLayer(Layer):
                     b.diff = dx.reshape(b.shape)
                 else:
                     b.store_diff(dx.reshape(b.shape))
+            sums, grads = [], []
             if want_w:
-                self.blobs[0].diff.add_(dw.reshape(self.blobs[0].shape))
+                sums.append(self.blobs[0].diff.view(-1))
+                grads.append(dw.reshape(-1))
             if want_b:
-                self.blobs[1].diff.add_(db)
+                sums.append(self.blobs[1].diff.view(-1))
+                grads.append(db.reshape(-1))
+            if sums:
+                deferred.add(sums, grads)
 
 
 @register_layer("Convolution")

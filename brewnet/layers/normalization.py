@@ -7,12 +7,13 @@ so every forward and backward is a handful of broadcast torch ops.
 import torch
 import torch.nn.functional as F
 
+from ..core import deferred
+from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
 from ..core.registry import create_layer, register_layer
 from ..errors import BrewnetError, LayerError
 from ..proto import caffe_pb2
-from ..core.blob import Blob
 
 
 @register_layer("BatchNorm")
@@ -111,11 +112,10 @@ class BatchNormLayer(Layer):
             x, weight, bias, mean, unbiased_var, True, 1.0, self.eps)
         if m <= 1:
             unbiased_var.zero_()    # one value per channel: variance 0 (Caffe's correction factor is 1)
-        # blob <- maf * blob + value for the three blobs, rounded as Caffe's axpby (scale, then add); two
-        # multi-tensor ops where six single ones were (a kernel launch each on a GPU).
-        sums = [b.data.view(-1) for b in self.blobs]
-        torch._foreach_mul_(sums, self.moving_average_fraction)
-        torch._foreach_add_(sums, [mean, unbiased_var, one])
+        # blob <- maf * blob + value for the three blobs, rounded as Caffe's axpby (scale, then add); within a
+        # Net pass, together with every other BatchNorm's (core/deferred.py).
+        deferred.scale_add([b.data.view(-1) for b in self.blobs], self.moving_average_fraction,
+                           [mean, unbiased_var, one])
         return y, batch_mean, invstd
 
     def _batch_statistics(self, x):
