@@ -38,9 +38,21 @@ def _fan(param, blob):
 
 
 def fill(param, blob):
-    """Fill `blob.data` in place according to the FillerParameter `param`."""
-    kind = param.type
+    """Fill `blob.data` in place according to the FillerParameter `param`.  The random fillers draw from the
+    host's generator on every device, as Caffe's do (they fill the CPU copy, which then syncs to the GPU): the
+    same random_seed gives the same initial weights in CPU and GPU mode."""
     data = blob.data
+    if data.device.type == "cpu":
+        _fill(param, data, blob)
+    else:
+        host = torch.empty(data.shape, dtype=data.dtype)
+        _fill(param, host, blob)
+        data.copy_(host)
+    return blob
+
+
+def _fill(param, data, blob):
+    kind = param.type
     if kind == "constant":
         data.fill_(param.value)
     elif kind == "uniform":
@@ -63,14 +75,13 @@ def fill(param, blob):
     elif kind == "msra":
         data.normal_(0.0, math.sqrt(2.0 / _fan(param, blob)))
     elif kind == "bilinear":
-        _bilinear(blob)
+        _bilinear(data, blob)
     else:
         raise BrewnetError(f"unknown filler type '{kind}' for blob '{blob.name}' "
                            "(known: constant, uniform, gaussian, positive_unitball, xavier, msra, bilinear)")
-    return blob
 
 
-def _bilinear(blob):
+def _bilinear(data, blob):
     if blob.num_axes != 4 or blob.shape[2] != blob.shape[3]:
         raise BrewnetError(f"bilinear filler needs a 4-D blob with square kernels; '{blob.name}' has "
                            f"shape {blob.shape}")
@@ -80,4 +91,4 @@ def _bilinear(blob):
     axis = torch.arange(k, dtype=torch.float64)
     profile = 1 - (axis / f - c).abs()
     kernel = profile[:, None] * profile[None, :]
-    blob.data.copy_(kernel.to(blob.data.dtype).expand(blob.shape))
+    data.copy_(kernel.to(data.dtype).expand(blob.shape))

@@ -63,3 +63,19 @@ def test_bilinear_kernel_values():
 def test_unknown_filler_is_a_clear_error():
     with pytest.raises(BrewnetError, match="unknown filler type 'xavir'"):
         fill(filler(type="xavir"), Blob((2, 2)))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "uniform", "xavier", "msra"])
+def test_random_fillers_draw_from_the_host_generator_on_any_device(kind):
+    # Caffe fills the CPU copy in GPU mode too, so one random_seed gives the same weights on both devices.
+    # A blob on another device (here "meta", which holds no values) advances the host generator exactly as
+    # the same blob on the CPU does.
+    param = caffe_pb2.FillerParameter(type=kind)
+    states = []
+    for device in ("cpu", "meta"):
+        torch.manual_seed(3)
+        fill(param, Blob((4, 3, 2, 2), dtype=torch.float32, device=torch.device(device)))
+        states.append(torch.get_rng_state())
+    assert torch.equal(states[0], states[1])
+    torch.manual_seed(3)
+    assert not torch.equal(torch.get_rng_state(), states[0])      # the fill did draw
