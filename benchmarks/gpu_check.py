@@ -18,7 +18,8 @@ the results are rewritten to --out after every section (a run cut off by its tim
    device (same process, same float32 / TF32 flags), fp32, fp32 with -compile, and bf16 (brewnet
    `-precision bf16` vs torch.autocast), images/s; ResNet-50 at batch 8 (launch-bound) and 32;
 6. the demo on the GPU: `python -m examples.mnist.demo --gpu 0 --iterations 2000`, eager and -compile
-   (LMDB data, prefetch threads, test net, on CUDA): test accuracy and time.
+   (LMDB data, prefetch threads, test net, on CUDA): test accuracy and time;
+7. data parallel: `caffe train -gpu 0` as one rank of a torchrun job (NCCL, all-reduce, rank 0 tests).
 
 Writes gpu_results.json and gpu_results.md (the text to paste into benchmarks/RESULTS.md) to --out.
 """
@@ -211,6 +212,28 @@ def demo_on_device(device, iterations):
     return rows
 
 
+def data_parallel_on_device(device, iterations):
+    """`caffe train -gpu N` as one rank of a torchrun job (WORLD_SIZE=1): the NCCL process group, the
+    gradient all-reduce and rank 0's testing on a real GPU (the demo section made the LMDBs)."""
+    with open(os.path.join(ROOT, "examples", "mnist", "lenet_solver.prototxt")) as f:
+        text = f.read()
+    for key, value in (("max_iter", iterations), ("test_interval", iterations), ("snapshot", 0)):
+        text = "\n".join(f"{key}: {value}" if line.startswith(key + ":") else line for line in text.splitlines())
+    solver = os.path.join(ROOT, "gpu_check_solver.prototxt")
+    with open(solver, "w") as f:
+        f.write(text + '\nsnapshot_after_train: false\n')
+    env = dict(os.environ, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="29531")
+    command = [sys.executable, "-m", "brewnet.tools.cli", "train", "-solver", solver, "-gpu", str(device.index or 0)]
+    start = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    return [{"command": "RANK=0 WORLD_SIZE=1 ... " + " ".join(command[1:]), "rc": out.returncode,
+             "seconds": round(time.perf_counter() - start, 1),
+             "result": "; ".join(l.split("] ", 1)[-1] for l in lines
+                                 if "Data-parallel training" in l or "Test net output #0" in l)[-300:] or None,
+             "tail": lines[-8:]}]
+
+
 def markdown(results):
     env = results.get("environment", {})
     lines = [f"## CUDA ({env.get('device', '?')})", "",
@@ -236,7 +259,7 @@ def markdown(results):
                        results.get("compiled"),
                        lambda c: f"{'identical' if c['identical'] else 'DIFFER'} (max abs difference "
                                  f"{c['max_abs_diff']:.2e} after {c['iterations']} iterations)")
-    for row in results.get("demo", []):
+    for row in results.get("demo", []) + results.get("data_parallel", []):
         lines.append(f"- `{row['command']}`: {row['result'] or 'no result, rc ' + str(row['rc'])} "
                      f"({row['seconds']} s with start-up)")
     if results.get("failed"):
@@ -306,6 +329,7 @@ def main(argv=None):
         _write(results, args.out)
     if device.type == "cuda":
         section("demo", demo_on_device, device, 200 if args.quick else 2000)
+        section("data_parallel", data_parallel_on_device, device, 500)
     print(markdown(results))
     ok = (not results["failed"] and all(c.get("params_close") for c in results.get("checks", []))
           and all(c.get("identical") for c in results.get("compiled", [])))
