@@ -75,18 +75,16 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   w -= diff) pass over a slice while it is in the cache, the same element-wise arithmetic, so the same
   numbers.  ResNet-50's 23.5 M values: 32 ms looped, 23 ms in slices.  The `torch._foreach_*` form (the
   default on accelerators, where it saves a kernel launch per parameter) measured slower on the CPU.
-  Still more traffic than PyTorch's: Caffe zeroes every parameter diff before the iteration and adds the
-  gradients into them (PyTorch drops the gradients and assigns the first one), ~12 ms per ResNet-50 step.
 - `resnet50_overhead` (the same 245 layers on 2 images of 32x32, every kernel tiny) measures the frameworks'
   own per-layer work: the regime of a fast GPU at a small batch, where the host issues kernels slower than
   the device runs them.  brewnet's Python per layer (reshape checks, blob bookkeeping, Caffe's BatchNorm
   running sums as separate ops) costs more than torch.nn's module call, and its backward runs each layer's
-  Backward in Python where PyTorch's autograd engine is C++.  BatchNorm's running sums, the fused
-  d(gamma)/d(beta) and convolution gradients are now gathered into a few multi-tensor ops per pass
-  (core/deferred.py: a training step issues ~410 kernels on a GPU, PyTorch's 420, down from 618), and layers
-  whose bottoms keep their shapes skip their reshape checks: forward ratio 1.26 -> 1.16-1.18 on this net.
-  What remains here is mostly Caffe's zeroing of every parameter diff and adding the gradients into them
-  (~12 ms a step; PyTorch assigns the first gradient).  `-compile` removes the per-layer cost on a GPU.
+  Backward in Python where PyTorch's autograd engine is C++.  BatchNorm's running sums and the parameter
+  gradients are now gathered into a few multi-tensor ops per pass (core/deferred.py), and a cleared
+  parameter diff takes its first gradient as is instead of being zeroed and added to (Net.clear_param_diffs,
+  as PyTorch's set_to_none): a training step issues 407 kernels on a GPU (PyTorch: 420; 618 before), the
+  step here is 6-8 % faster than with Caffe's zero-and-add, and layers whose bottoms keep their shapes skip
+  their reshape checks.  What remains is Python per layer; `-compile` removes it on a GPU.
 - Peak memory of GoogLeNet and ResNet-50: brewnet keeps, as Caffe does, every blob's data and diff for the
   whole iteration (PyTorch frees activations and gradients during backward).  Sharing a diff with the top
   for Split/Eltwise-SUM bottoms is the next step; it needs care where pycaffe users read diffs.

@@ -168,11 +168,26 @@ class Blob:
         return data
 
     def release_diff(self):
-        """As release_data, for the diff (True also when no diff exists yet)."""
+        """As release_data, for the diff (True also when no diff exists yet).  A dropped diff reads as zeros
+        (allocated when next touched): the Net clears parameter gradients this way (clear_param_diffs)."""
         if self._diff is not None and held_elsewhere(self._diff):
             return False
         self._diff = None
         return True
+
+    def diff_released(self):
+        """Whether the blob holds no diff (none yet, or dropped by release_diff): it reads as zeros."""
+        return self._diff is None
+
+    def accumulate_diff(self, value):
+        """diff += value: parameter gradients accumulate, as in Caffe (iter_size, shared weights).  A blob
+        without a diff (none yet, or dropped by release_diff when the gradients were cleared) takes `value`
+        itself as its diff: 0 + value, with neither a zeroing nor an addition.  So `value` must be a fresh
+        tensor the caller does not use afterwards (a kernel's output)."""
+        if self._diff is None or self._diff.shape != self._data.shape:
+            self._diff = self._checked(value.view(self.shape), "diff")
+        else:
+            self._diff.add_(value.view(self._diff.shape))
 
     def _stored(self, current, value, what):
         if current is None or not isinstance(value, torch.Tensor) or value.shape != current.shape:

@@ -90,6 +90,7 @@ class CapturedStep:
         self.net, self.precision, self.warmup = net, precision, warmup
         self.first = source_layers(net)
         check_recordable(net, self.first)
+        net.lazy_clear = False      # a replay adds into the recorded diffs: they must stay, zeroed
         self.graph = None
         self.loss = None
         self.memory = None

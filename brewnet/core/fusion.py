@@ -111,15 +111,15 @@ class BatchNormScale:
         dx, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
             dy, self.x, gamma, *stats, not bn.use_global_stats, bn.eps, [want_x, want_gamma, want_beta])
         del dy
-        sums, grads = [], []            # accumulated as Caffe's Backward does, gathered over the pass
+        params, grads = [], []          # accumulated as Caffe's Backward does, gathered over the pass
         if want_gamma:
-            sums.append(scale.blobs[0].diff.view(-1))
+            params.append(scale.blobs[0])
             grads.append(dgamma)
         if want_beta:
-            sums.append(scale.blobs[-1].diff.view(-1))
+            params.append(scale.blobs[-1])
             grads.append(dbeta)
-        if sums:
-            deferred.add(sums, grads)
+        if params:
+            deferred.add_to_diffs(params, grads)
         if want_x:
             dx = dx.view(blob.shape)
             if blob.release_diff():

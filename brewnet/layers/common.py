@@ -5,7 +5,7 @@ written by hand; bottom diffs are overwritten, parameter diffs accumulated (+=),
 """
 import torch
 
-from ..core import common
+from ..core import common, deferred
 from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
@@ -139,12 +139,15 @@ class InnerProductLayer(Layer):
         dy = top[0].diff.view(self.M, self.num_output)
         x = bottom[0].data.reshape(self.M, self.K)
         if self.param_propagate(0):
-            if self.transpose:
-                self.blobs[0].diff.addmm_(x.t(), dy)
+            a, b = (x.t(), dy) if self.transpose else (dy.t(), x)
+            weight = self.blobs[0]
+            if weight.diff_released():
+                # Cleared for this iteration (Net.clear_param_diffs): the product becomes the diff.
+                deferred.add_to_diffs([weight], [torch.mm(a, b)])
             else:
-                self.blobs[0].diff.addmm_(dy.t(), x)
+                weight.diff.addmm_(a, b)        # accumulate in the one kernel
         if self.bias_term and self.param_propagate(1):
-            self.blobs[1].diff.add_(dy.sum(0))
+            deferred.add_to_diffs([self.blobs[1]], [dy.sum(0)])
         if propagate_down[0]:
             torch.mm(dy, self._weight_nk(), out=bottom[0].diff.view(self.M, self.K))
 

@@ -195,15 +195,15 @@ class BaseConvolutionLayer(Layer):
                     b.diff = dx.reshape(b.shape)
                 else:
                     b.store_diff(dx.reshape(b.shape))
-            sums, grads = [], []
+            params, grads = [], []          # accumulated (Caffe), gathered over the Net's backward pass
             if want_w:
-                sums.append(self.blobs[0].diff.view(-1))
-                grads.append(dw.reshape(-1))
+                params.append(self.blobs[0])
+                grads.append(dw)
             if want_b:
-                sums.append(self.blobs[1].diff.view(-1))
-                grads.append(db.reshape(-1))
-            if sums:
-                deferred.add(sums, grads)
+                params.append(self.blobs[1])
+                grads.append(db)
+            if params:
+                deferred.add_to_diffs(params, grads)
 
 
 @register_layer("Convolution")
