@@ -1,7 +1,7 @@
 """Small updates of parameter blobs, gathered over one pass of the Net and applied together.
 
 Every BatchNorm adds its batch statistics to its three blobs in Forward (blob <- maf * blob + value), and in
-Backward the fused BatchNorm + Scale and Convolution add their parameter gradients to the diffs.  Done layer
+Backward the fused BatchNorm + Scale, Convolution and InnerProduct add their parameter gradients to the diffs.  Done layer
 by layer each is a kernel launch on a GPU (ResNet-50: 212 of the 618 launches of a training step).  Nothing
 reads those blobs during the pass (the statistics only in TEST mode, the diffs in the solver's update), so
 the Net opens a `gathered()` scope around Forward and Backward and the layers hand the updates to

@@ -398,9 +398,9 @@ class Net(NetDebugInfo):
             self._param_norms_debug_info()
 
     def _gathered(self):
-        """The scope in which layers' small blob updates (BatchNorm statistics, fused d(gamma), d(beta)) are
-        applied together at the end of the pass (core/deferred.py); with debug_info, layer by layer, since
-        its log shows each layer's parameters right after the layer."""
+        """The scope in which layers' blob updates (BatchNorm statistics, parameter gradients) are applied
+        together at the end of the pass (core/deferred.py); with debug_info, layer by layer, since its log
+        shows each layer's parameters right after the layer."""
         return contextlib.nullcontext() if self.debug_info else deferred.gathered()
 
     def _fused_group(self, i, low, high):
@@ -432,15 +432,18 @@ class Net(NetDebugInfo):
         """Every learnable parameter's diff = 0, ahead of a backward that accumulates into it.  A diff that
         nothing else holds is dropped instead (it reads as zeros; the first gradient added becomes the diff,
         Blob.accumulate_diff): no pass over the memory to zero it and none to add into it."""
-        receives = self._receives_gradient()
-        cpu = torch.device(self.device).type == "cpu"
-        held = [b for i, b in enumerate(self.learnable_params)
-                if not (self.lazy_clear and receives[i] and not (cpu and b.count() >= self.LAZY_CLEAR_CPU_LIMIT)
-                        and b.release_diff())]
+        droppable = self._droppable_diffs()
+        held = [b for b, drop in zip(self.learnable_params, droppable) if not (drop and b.release_diff())]
         if held:
             torch._foreach_zero_([blob.diff for blob in held])
 
     _receivers = None
+
+    def _droppable_diffs(self):
+        """Per learnable parameter: whether clear_param_diffs may drop its diff (if nothing else holds it)."""
+        cpu = torch.device(self.device).type == "cpu"
+        return [self.lazy_clear and receives and not (cpu and blob.count() >= self.LAZY_CLEAR_CPU_LIMIT)
+                for blob, receives in zip(self.learnable_params, self._receives_gradient())]
 
     def _receives_gradient(self):
         """Per learnable parameter: whether Backward adds a gradient to it.  The others (BatchNorm statistics,
