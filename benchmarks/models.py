@@ -49,6 +49,7 @@ MODELS = {
     # per-layer work -- the regime of a fast GPU at a small batch, where kernels launch faster than Python
     # issues them (what `-compile` removes).
     "resnet50_overhead": dict(path=None, batch=2, shape=(3, 32, 32), classes=10, rounds=30, repeat=1),
+    "resnet50_thin": dict(path=None, batch=2, shape=(3, 32, 32), classes=10, width=4, rounds=30, repeat=3),
 }
 
 
@@ -79,7 +80,7 @@ def with_input_layer(param, batch, shape):
     return out
 
 
-def resnet50(batch, shape, classes):
+def resnet50(batch, shape, classes, width=64):
     """ResNet-50 (He et al., the layout of KaimingHe/deep-residual-networks' ResNet-50-deploy.prototxt) for
     training, written with NetSpec: Convolution without bias + BatchNorm + Scale(bias) + ReLU, bottleneck
     blocks 3-4-6-3, global average pooling, fc1000, SoftmaxWithLoss."""
@@ -98,20 +99,20 @@ def resnet50(batch, shape, classes):
             n[name + "_relu"] = L.ReLU(n[name], in_place=True)
         return n[name]
 
-    x = conv_bn(n.data, "conv1", 64, 7, 2, 3)
+    x = conv_bn(n.data, "conv1", width, 7, 2, 3)
     n.pool1 = L.Pooling(x, kernel_size=3, stride=2, pool=P.Pooling.MAX)
     x = n.pool1
-    for stage, (blocks, width) in enumerate(((3, 64), (4, 128), (6, 256), (3, 512)), start=2):
+    for stage, (blocks, planes) in enumerate(((3, width), (4, 2 * width), (6, 4 * width), (3, 8 * width)), start=2):
         for b in range(blocks):
             name = f"res{stage}{chr(ord('a') + b)}"
             stride = 2 if b == 0 and stage > 2 else 1
             if b == 0:
-                shortcut = conv_bn(x, f"{name}_branch1", 4 * width, 1, stride, relu=False)
+                shortcut = conv_bn(x, f"{name}_branch1", 4 * planes, 1, stride, relu=False)
             else:
                 shortcut = x
-            y = conv_bn(x, f"{name}_branch2a", width, 1, stride)
-            y = conv_bn(y, f"{name}_branch2b", width, 3, 1, 1)
-            y = conv_bn(y, f"{name}_branch2c", 4 * width, 1, relu=False)
+            y = conv_bn(x, f"{name}_branch2a", planes, 1, stride)
+            y = conv_bn(y, f"{name}_branch2b", planes, 3, 1, 1)
+            y = conv_bn(y, f"{name}_branch2c", 4 * planes, 1, relu=False)
             n[name] = L.Eltwise(shortcut, y)
             n[name + "_relu"] = L.ReLU(n[name], in_place=True)
             x = n[name]
@@ -126,7 +127,7 @@ def resnet50(batch, shape, classes):
 def net_param(name):
     spec = MODELS[name]
     if spec["path"] is None:        # the NetSpec-generated ResNet-50s
-        return resnet50(spec["batch"], spec["shape"], spec["classes"])
+        return resnet50(spec["batch"], spec["shape"], spec["classes"], spec.get("width", 64))
     return with_input_layer(read_net_param(os.path.join(MODELS_DIR, spec["path"])), spec["batch"], spec["shape"])
 
 

@@ -53,36 +53,50 @@ class SGDSolver(Solver):
             log.info("Iteration %d, lr = %s", self.iter, _g(rate))
         with torch.no_grad():
             self.clip_gradients()
+            every = range(len(self.net.learnable_params))
             if self.batched_update:
-                # Each step touches only its own parameter, so running it over all parameters at once gives
-                # the same numbers as Caffe's loop below.
-                self.normalize_all()
-                self.regularize_all()
-                self.compute_update_values(rate)
-                self.net.update()
+                self.update_batched(every, rate)
             elif type(self).compute_update_value is SGDSolver.compute_update_value:
-                self.update_in_chunks(rate)
+                # Plain SGD on the CPU: small parameters (biases, BatchNorm statistics, thin layers) in a few
+                # multi-tensor ops, where a loop would spend its time calling; large ones slice by slice.
+                small = [i for i in every if self.net.learnable_params[i].count() <= self.CHUNK]
+                self.update_batched(small, rate)
+                self.update_in_chunks([i for i in every if self.net.learnable_params[i].count() > self.CHUNK],
+                                      rate)
             else:
-                for param_id in range(len(self.net.learnable_params)):
+                for param_id in every:
                     self.normalize(param_id)
                     self.regularize(param_id)
                     self.compute_update_value(param_id, rate)
                 self.net.update()
         self.iter += 1
 
+    def update_batched(self, ids, rate):
+        """Caffe's loop and Net::Update for the parameters `ids`, each step as torch._foreach_* ops over all
+        of them.  Each step touches only its own parameter, so the numbers are the loop's."""
+        ids = list(ids)
+        if not ids:                     # torch's foreach ops refuse empty lists
+            return
+        self.normalize_all(ids)
+        self.regularize_all(ids)
+        self.compute_update_values(rate, ids)
+        self.net.update(ids)
+
     # Elements per slice of update_in_chunks: three slices of 1 MiB (data, diff, history) stay in the cache
     # while all five steps pass over them.
     CHUNK = 1 << 18
 
-    def update_in_chunks(self, rate):
-        """Caffe's loop and Net::Update (w -= g) for plain SGD, one slice of each parameter at a time: every
-        step is element-wise, so the numbers are the loop's, but a large parameter is read from memory once
-        instead of once per step (ResNet-50's 23.5 M values: 32 -> 23 ms on one core)."""
+    def update_in_chunks(self, ids, rate):
+        """Caffe's loop and Net::Update (w -= g) for plain SGD and the parameters `ids`, one slice of each
+        parameter at a time: every step is element-wise, so the numbers are the loop's, but a large parameter
+        is read from memory once instead of once per step (ResNet-50's 23.5 M values: 32 -> 23 ms on one
+        core)."""
         params = self.net.learnable_params
         momentum = float(self.F(self.param.momentum))
         scale = float(self.F(1) / self.F(self.param.iter_size)) if self.param.iter_size != 1 else None
         l1 = self.param.regularization_type != "L2"
-        for param_id, param in enumerate(params):
+        for param_id in ids:
+            param = params[param_id]
             decay = float(self.F(self.param.weight_decay) * self.F(self.net.params_weight_decay[param_id]))
             local_rate = self.local_rate(param_id, rate)
             w, g, h = param.data.view(-1), param.diff.view(-1), self.history[param_id].data.view(-1)
@@ -99,11 +113,10 @@ class SGDSolver(Solver):
 
     @property
     def batched_update(self):
-        """Whether apply_update runs its steps as torch._foreach_* ops over all parameters.  On an accelerator
-        that saves a kernel launch per parameter and step (ResNet-50 has 161 parameter blobs).  On the CPU the
-        per-parameter loop is as fast or faster (measured: ResNet-50 update 28 ms looped, 33 ms batched): it
-        finishes each parameter while it is in cache, where each batched op streams all of them.
-        Assign True/False to override."""
+        """Whether apply_update runs every step as torch._foreach_* ops over all parameters.  On an
+        accelerator that saves a kernel launch per parameter and step (ResNet-50 has 320 parameter blobs).
+        On the CPU a large parameter is better finished while it is in cache (ResNet-50's update: 33 ms
+        batched, 23 ms in slices), so there only the small ones go batched.  Assign True/False to override."""
         if self._batched_update is not None:
             return self._batched_update
         return torch.device(self.net.device).type != "cpu"
@@ -114,47 +127,50 @@ class SGDSolver(Solver):
 
     _batched_update = None
 
-    # --- the steps over all parameters: one torch._foreach_* op per group of parameters that share a scalar
+    # --- the steps over many parameters: one torch._foreach_* op per group of parameters that share a scalar
     # (lr_mult, decay_mult), the very element-wise ops of the per-parameter methods below.
-    def _grouped(self, multipliers):
-        """{multiplier: [param ids]}, in first-seen order."""
+    def _grouped(self, multipliers, ids):
+        """{multiplier: [param ids]} over `ids`, in first-seen order."""
         groups = {}
-        for param_id, mult in enumerate(multipliers):
-            groups.setdefault(mult, []).append(param_id)
+        for param_id in ids:
+            groups.setdefault(multipliers[param_id], []).append(param_id)
         return groups.items()
 
-    def _diffs(self, ids=None):
+    def _diffs(self, ids):
         params = self.net.learnable_params
-        return [params[i].diff for i in (range(len(params)) if ids is None else ids)]
+        return [params[i].diff for i in ids]
 
-    def normalize_all(self):
-        if self.param.iter_size != 1 and self.net.learnable_params:
-            torch._foreach_mul_(self._diffs(), float(self.F(1) / self.F(self.param.iter_size)))
+    def normalize_all(self, ids):
+        if self.param.iter_size != 1 and ids:
+            torch._foreach_mul_(self._diffs(ids), float(self.F(1) / self.F(self.param.iter_size)))
 
-    def regularize_all(self):
+    def regularize_all(self, ids):
         params = self.net.learnable_params
-        for mult, ids in self._grouped(self.net.params_weight_decay):
+        for mult, group in self._grouped(self.net.params_weight_decay, ids):
             local_decay = float(self.F(self.param.weight_decay) * self.F(mult))
             if not local_decay:
                 continue
-            data = [params[i].data for i in ids]
+            data = [params[i].data for i in group]
             if self.param.regularization_type != "L2":     # L1 (validated at construction)
                 data = torch._foreach_sign(data)
-            torch._foreach_add_(self._diffs(ids), data, alpha=local_decay)
+            torch._foreach_add_(self._diffs(group), data, alpha=local_decay)
 
-    def compute_update_values(self, rate):
+    def compute_update_values(self, rate, ids):
         if type(self).compute_update_value is not SGDSolver.compute_update_value:
             # The other solvers' rules (AdaGrad, Adam, ...) go one parameter at a time.
-            for param_id in range(len(self.net.learnable_params)):
+            for param_id in ids:
                 self.compute_update_value(param_id, rate)
             return
-        if not self.history:            # torch's foreach ops refuse empty lists
+        if not ids:                     # torch's foreach ops refuse empty lists
             return
-        history = [h.data for h in self.history]
+        history = [self.history[i].data for i in ids]
+        diffs = self._diffs(ids)
         torch._foreach_mul_(history, float(self.F(self.param.momentum)))
-        for _, ids in self._grouped(self.net.params_lr):
-            torch._foreach_add_([history[i] for i in ids], self._diffs(ids), alpha=self.local_rate(ids[0], rate))
-        torch._foreach_copy_(self._diffs(), history)
+        position = {param_id: k for k, param_id in enumerate(ids)}
+        for _, group in self._grouped(self.net.params_lr, ids):
+            torch._foreach_add_([history[position[i]] for i in group], [diffs[position[i]] for i in group],
+                                alpha=self.local_rate(group[0], rate))
+        torch._foreach_copy_(diffs, history)
 
     def clip_gradients(self):
         clip = self.param.clip_gradients

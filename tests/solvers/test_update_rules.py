@@ -216,8 +216,8 @@ def test_legacy_solver_type_enum_picks_the_class():
 ])
 def test_batched_update_equals_the_per_parameter_loop(float64, text):
     """The torch._foreach_* path (accelerators) computes exactly what Caffe's per-parameter loop (the CPU
-    default; for plain SGD in slices of each parameter, here of 3 values so that every parameter takes
-    several) does, with per-parameter lr_mult / decay_mult."""
+    default) does, with per-parameter lr_mult / decay_mult.  Plain SGD on the CPU splits the parameters by
+    size: here slices of 3 values, so the 6 weights go slice by slice and the 2 biases batched."""
     params = "param { lr_mult: 2 decay_mult: 0.5 } param { lr_mult: 0.5 decay_mult: 0 }"
     results = []
     for batched in (False, True):
