@@ -32,6 +32,12 @@ def held_elsewhere(tensor):
             or _storage_use_count(tensor.untyped_storage()._cdata) != 2 + (tensor._base is not None))
 
 
+def flat(tensor):
+    """tensor.view(-1), or the tensor itself when it is 1-D already (a view costs a microsecond: per layer
+    and pass, that adds up)."""
+    return tensor if tensor.dim() == 1 else tensor.view(-1)
+
+
 def _own_references(tensor):
     """sys.getrefcount as held_elsewhere sees it (same call shape) for a tensor that one attribute holds."""
     return sys.getrefcount(tensor)
@@ -45,6 +51,20 @@ _holder = _Holder()
 _holder.tensor = torch.zeros(1)
 _OWN_REFERENCES = _own_references(_holder.tensor)
 del _holder
+
+
+_placeholders = {}
+
+
+def _placeholder(data):
+    """An empty tensor of data's dtype, device and number of axes: what a blob holds between handing its
+    memory over (take_data) and receiving the kernel's result.  One per kind, shared (nothing writes it):
+    creating one per call cost more than the rest of a small layer's bookkeeping."""
+    key = (data.dtype, data.device, data.dim())
+    empty = _placeholders.get(key)
+    if empty is None:
+        empty = _placeholders[key] = data.new_empty((0,) * data.dim())
+    return empty
 
 
 class Blob:
@@ -164,7 +184,7 @@ class Blob:
         that keeps its input for backward while giving the blob its output (the Net's fused layers)."""
         if held_elsewhere(self._data):
             return None
-        data, self._data = self._data, self._data.new_empty(0).view((0,) * self._data.dim())
+        data, self._data = self._data, _placeholder(data=self._data)
         return data
 
     def release_diff(self):
@@ -184,10 +204,13 @@ class Blob:
         without a diff (none yet, or dropped by release_diff when the gradients were cleared) takes `value`
         itself as its diff: 0 + value, with neither a zeroing nor an addition.  So `value` must be a fresh
         tensor the caller does not use afterwards (a kernel's output)."""
-        if self._diff is None or self._diff.shape != self._data.shape:
-            self._diff = self._checked(value.view(self.shape), "diff")
+        shape = self._data.shape
+        if value.shape != shape:            # a kernel's gradient usually has the parameter's shape already
+            value = value.view(shape)
+        if self._diff is None or self._diff.shape != shape:
+            self._diff = self._checked(value, "diff")
         else:
-            self._diff.add_(value.view(self._diff.shape))
+            self._diff.add_(value)
 
     def _stored(self, current, value, what):
         if current is None or not isinstance(value, torch.Tensor) or value.shape != current.shape:
@@ -200,7 +223,7 @@ class Blob:
     def _checked(self, value, what):
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(np.asarray(value), dtype=self.dtype, device=self.device)
-        if what == "diff" and tuple(value.shape) != self.shape:
+        if what == "diff" and value.shape != self._data.shape:
             raise BrewnetError(f"blob '{self.name}': {what} of shape {tuple(value.shape)} does not match "
                                f"the blob's shape {self.shape}")
         if value.dtype != self.dtype or value.device != self.device:

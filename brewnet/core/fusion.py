@@ -21,6 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from . import deferred
+from .blob import flat
+
+
+def _channels_second(tensor, split):
+    """The tensor as torch's batch-norm kernels read it: channels on axis 1.  A blob of 2 or more axes
+    already is (N, C, ...); only a 1-D one needs the (N, 1, 1) view."""
+    return tensor if tensor.dim() >= 2 else tensor.view(split)
 
 
 def find_groups(net):
@@ -70,14 +77,14 @@ class BatchNormScale:
             self.run_unfused_forward()
             return
         bn.x_norm = scale.x = None          # the unfused state of an earlier run: free its memory
-        x = x.view(bn.split)
+        x = _channels_second(x, bn.split)
         gamma, beta = self._gamma_beta()
         if bn.use_global_stats:
             self.mean, self.var = bn.global_stats()
             y = F.batch_norm(x, self.mean, self.var, gamma, beta, False, 0.0, bn.eps)
         else:
             y, self.mean, self.invstd = bn.normalize_batch(x, gamma, beta)
-        blob.data = y.view(shape)
+        blob.data = y if y.shape == shape else y.view(shape)
         self.x = x if bn.need_backward or scale.need_backward else None
         self.fused_forward = True
 
@@ -87,8 +94,8 @@ class BatchNormScale:
             layer.forward_loss([self.blob], [self.blob])
 
     def _gamma_beta(self):
-        gamma = self.scale.blobs[0].data.view(-1)
-        beta = self.scale.blobs[-1].data.view(-1) if self.scale.bias_layer is not None else None
+        gamma = flat(self.scale.blobs[0].data)
+        beta = flat(self.scale.blobs[-1].data) if self.scale.bias_layer is not None else None
         return gamma, beta
 
     # --- backward --------------------------------------------------------------------------------------------
@@ -103,7 +110,7 @@ class BatchNormScale:
         if not (want_x or want_gamma or want_beta):
             return
         gamma, _ = self._gamma_beta()
-        dy = blob.diff.view(bn.split)
+        dy = _channels_second(blob.diff, bn.split)
         if bn.use_global_stats:
             stats = (self.mean, self.var, None, None)
         else:
@@ -121,7 +128,8 @@ class BatchNormScale:
         if params:
             deferred.add_to_diffs(params, grads)
         if want_x:
-            dx = dx.view(blob.shape)
+            if dx.shape != blob.data.shape:
+                dx = dx.view(blob.data.shape)
             if blob.release_diff():
                 blob.diff = dx
             else:
@@ -136,6 +144,6 @@ class BatchNormScale:
         if self.x is None:
             return
         invstd = torch.rsqrt(self.var + self.bn.eps) if self.bn.use_global_stats else self.invstd
-        x_norm = (self.x - self.mean.view(1, -1, 1)) * invstd.view(1, -1, 1)
+        x_norm = (self.x.view(self.bn.split) - self.mean.view(1, -1, 1)) * invstd.view(1, -1, 1)
         self.bn.x_norm, self.bn.invstd = x_norm, invstd
         self.scale.x = x_norm

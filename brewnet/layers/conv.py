@@ -120,6 +120,9 @@ class BaseConvolutionLayer(Layer):
             if self.bias_term:
                 fill(cp.bias_filler, self.blobs[1])
         self.param_propagate_down = [True] * len(self.blobs)
+        self.kernel_args = self._kernel_args()
+        # Blobs of (N, C, spatial...) are the kernel's own layout: no views in and out (most nets).
+        self.kernel_layout = self.channel_axis == 1 and self.num_spatial > 0
 
     def reshape(self, bottom, top):
         if self.shapes_unchanged(bottom, top):
@@ -146,6 +149,8 @@ class BaseConvolutionLayer(Layer):
     # The kernel sees (batch, channels, *spatial); 0 spatial axes become one axis of size 1.  A view (blob
     # tensors are contiguous), so that the forward can write the top through it.
     def _as_kernel_input(self, tensor, channels):
+        if self.kernel_layout:
+            return tensor
         spatial = tensor.shape[self.channel_axis + 1:] or (1,)
         return tensor.view((self.batch, channels) + tuple(spatial))
 
@@ -159,16 +164,17 @@ class BaseConvolutionLayer(Layer):
         return w if self.num_spatial else w.reshape(w.shape + (1,))
 
     def forward(self, bottom, top):
-        stride, pad, dilation, out_pad = self._kernel_args()
+        stride, pad, dilation, out_pad = self.kernel_args
         weight = self._kernel_weight()
         bias = self.blobs[1].data if self.bias_term else None
         for b, t in zip(bottom, top):
             x = self._as_kernel_input(b.data, self.channels)
-            shape = t.shape
+            shape = t.data.shape
             if t.release_data():
                 # Nobody else sees the top's memory: take the kernel's own output, without the copy below.
-                t.data = torch.convolution(x, weight, bias, stride, pad, dilation, self.transposed, out_pad,
-                                           self.group).reshape(shape)
+                y = torch.convolution(x, weight, bias, stride, pad, dilation, self.transposed, out_pad,
+                                      self.group)
+                t.data = y if self.kernel_layout else y.reshape(shape)
             else:
                 # Into the top's memory, so that arrays held on the top (pycaffe) see the new values, as in
                 # Caffe.  torch's convolution.out computes into a temporary and copies it over.
@@ -177,7 +183,7 @@ class BaseConvolutionLayer(Layer):
                                                out=self._as_kernel_input(t.data, self.num_output))
 
     def backward(self, top, propagate_down, bottom):
-        stride, pad, dilation, out_pad = self._kernel_args()
+        stride, pad, dilation, out_pad = self.kernel_args
         weight = self._kernel_weight()
         want_w = self.param_propagate(0)
         want_b = self.bias_term and self.param_propagate(1)
@@ -191,10 +197,12 @@ class BaseConvolutionLayer(Layer):
                 dy, x, weight, [self.num_output] if self.bias_term else None, stride, pad, dilation,
                 self.transposed, out_pad, self.group, [bool(propagate_down[i]), want_w, want_b])
             if propagate_down[i]:
+                if not self.kernel_layout:
+                    dx = dx.reshape(b.data.shape)
                 if fresh_dx:
-                    b.diff = dx.reshape(b.shape)
+                    b.diff = dx
                 else:
-                    b.store_diff(dx.reshape(b.shape))
+                    b.store_diff(dx)
             params, grads = [], []          # accumulated (Caffe), gathered over the Net's backward pass
             if want_w:
                 params.append(self.blobs[0])

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import deferred
-from ..core.blob import Blob
+from ..core.blob import Blob, flat
 from ..core.filler import fill
 from ..core.layer import Layer
 from ..core.registry import create_layer, register_layer
@@ -114,7 +114,7 @@ class BatchNormLayer(Layer):
             unbiased_var.zero_()    # one value per channel: variance 0 (Caffe's correction factor is 1)
         # blob <- maf * blob + value for the three blobs, rounded as Caffe's axpby (scale, then add); within a
         # Net pass, together with every other BatchNorm's (core/deferred.py).
-        deferred.scale_add([b.data.view(-1) for b in self.blobs], self.moving_average_fraction,
+        deferred.scale_add([flat(b.data) for b in self.blobs], self.moving_average_fraction,
                            [mean, unbiased_var, one])
         return y, batch_mean, invstd
 
