@@ -38,6 +38,11 @@ def flat(tensor):
     return tensor if tensor.dim() == 1 else tensor.view(-1)
 
 
+def shapes_of(*blob_lists):
+    """The shapes of all blobs in the lists, as one comparable list (torch.Size values: no tuple copies)."""
+    return [b._data.shape for blobs in blob_lists for b in blobs]
+
+
 def _own_references(tensor):
     """sys.getrefcount as held_elsewhere sees it (same call shape) for a tensor that one attribute holds."""
     return sys.getrefcount(tensor)

@@ -120,8 +120,7 @@ def add_to_diffs(blobs, values):
     """blob.diff += value for parameter blobs (Blob.accumulate_diff: a cleared diff takes the value itself,
     so the values must be fresh tensors the caller drops, such as a kernel's outputs)."""
     scope = _active()
-    if scope is not None and values and values[0].device.type == "cpu" \
-            and sum(v.numel() for v in values) > CPU_HOLD_LIMIT:
+    if scope is not None and values and values[0].is_cpu and sum(v.numel() for v in values) > CPU_HOLD_LIMIT:
         if scope.holds(blobs):
             scope.apply()
         scope = None

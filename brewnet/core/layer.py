@@ -16,6 +16,7 @@ stored in the top's diff so that a loss layer's backward reads its own scale fro
 import torch
 
 from ..errors import LayerError
+from .blob import shapes_of
 
 
 class Layer:
@@ -154,10 +155,10 @@ class Layer:
 
     def shapes_unchanged(self, bottom, top):
         """Whether bottoms and tops still have the shapes they had when `remember_shapes` last ran."""
-        return self._shapes_after_reshape == (tuple(b.shape for b in bottom), tuple(t.shape for t in top))
+        return self._shapes_after_reshape == shapes_of(bottom, top)
 
     def remember_shapes(self, bottom, top):
-        self._shapes_after_reshape = (tuple(b.shape for b in bottom), tuple(t.shape for t in top))
+        self._shapes_after_reshape = shapes_of(bottom, top)
 
     def expect(self, condition, message):
         """Caffe's CHECK for user-caused conditions: raise a LayerError naming this layer."""
