@@ -75,16 +75,20 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   w -= diff) pass over a slice while it is in the cache, the same element-wise arithmetic, so the same
   numbers.  ResNet-50's 23.5 M values: 32 ms looped, 23 ms in slices.  The `torch._foreach_*` form (the
   default on accelerators, where it saves a kernel launch per parameter) measured slower on the CPU.
-- `resnet50_overhead` (the same 245 layers on 2 images of 32x32, every kernel tiny) measures the frameworks'
-  own per-layer work: the regime of a fast GPU at a small batch, where the host issues kernels slower than
-  the device runs them.  brewnet's Python per layer (reshape checks, blob bookkeeping, Caffe's BatchNorm
-  running sums as separate ops) costs more than torch.nn's module call, and its backward runs each layer's
-  Backward in Python where PyTorch's autograd engine is C++.  BatchNorm's running sums and the parameter
-  gradients are now gathered into a few multi-tensor ops per pass (core/deferred.py), and a cleared
-  parameter diff takes its first gradient as is instead of being zeroed and added to (Net.clear_param_diffs,
-  as PyTorch's set_to_none): a training step issues 407 kernels on a GPU (PyTorch: 420; 618 before), the
-  step here is 6-8 % faster than with Caffe's zero-and-add, and layers whose bottoms keep their shapes skip
-  their reshape checks.  What remains is Python per layer; `-compile` removes it on a GPU.
+- `resnet50_overhead` (the same 245 layers on 2 images of 32x32) and `resnet50_thin` (also 16x fewer
+  channels: every kernel tiny) measure the frameworks' own per-layer work: the regime of a fast GPU at a
+  small batch, where the host issues kernels slower than the device runs them.  brewnet runs each layer's
+  Forward and Backward in Python (reshape checks, blob bookkeeping, Caffe's BatchNorm running sums as
+  separate ops) where torch.nn's module call is thin and PyTorch's autograd engine is C++.  What was done:
+  BatchNorm's running sums and the parameter gradients are gathered into a few multi-tensor ops per pass
+  (core/deferred.py); a cleared parameter diff takes its first gradient as is instead of being zeroed and
+  added to (Net.clear_param_diffs, as PyTorch's set_to_none): a training step issues 407 kernels on a GPU
+  (PyTorch: 420; 618 before); layers whose bottoms keep their shapes skip their reshape checks; a tensor view
+  costs about a microsecond, so Convolution takes (N, C, H, W) blobs as they are and the fused BatchNorm +
+  Scale runs torch's kernel on the 4-D blob (no views in and out), and a layer handing its top's memory to a
+  kernel leaves a shared empty placeholder; plain SGD updates the small parameters (biases, BatchNorm
+  statistics) batched.  Thin ResNet-50 train ratio 2.16 -> 1.42 (forward 1.92 -> 1.51), `resnet50_overhead`
+  1.15 -> 1.10.  What remains is Python per layer (about 4 us a layer and pass); `-compile` removes it on a GPU.
 - Peak memory of GoogLeNet and ResNet-50: brewnet keeps, as Caffe does, every blob's data and diff for the
   whole iteration (PyTorch frees activations and gradients during backward).  Sharing a diff with the top
   for Split/Eltwise-SUM bottoms is the next step; it needs care where pycaffe users read diffs.
