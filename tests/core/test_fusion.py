@@ -107,6 +107,48 @@ def test_batchnorm_on_the_data_before_a_learned_scale():
         assert fused.abs().max() > 1e-3
 
 
+ON_FEATURES = """
+name: "on_features" force_backward: true
+layer { name: "in" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 6 dim: 5 } shape { dim: 6 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+        inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "fc" top: "fc" }
+layer { name: "sc" type: "Scale" bottom: "fc" top: "fc"
+        scale_param { bias_term: true filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" }
+"""
+
+
+def test_fused_step_on_a_2d_blob_with_legacy_4d_statistics():
+    """BatchNorm + Scale after an InnerProduct: the fused kernel reads the (N, C) blob as it is.  The
+    statistics blobs have the 4-D shape (1, C, 1, 1) older caffemodels store; both paths update them alike."""
+    from brewnet.core.blob import Blob
+    results = []
+    for fuse in (True, False):
+        torch.manual_seed(0)
+        net = Net(parse_text(ON_FEATURES, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN)
+        net.fuse_layers = fuse
+        bn = net.layer_by_name("bn")
+        for i, blob in enumerate(bn.blobs):
+            legacy = Blob((1, blob.count(), 1, 1), name=blob.name)
+            legacy.data.copy_(blob.data.view(legacy.shape) + 0.5 * i)
+            bn.blobs[i]._data = legacy.data
+        g = torch.Generator().manual_seed(3)
+        net.blobs["data"].data.copy_(torch.randn(6, 5, generator=g))
+        net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 3, 1, 0]))
+        losses = [net.forward_backward() for _ in range(2)]
+        assert net._group_of[net.layer_index("bn")].fused_forward == fuse
+        results.append((losses, state(net)))
+    (fused_losses, fused), (plain_losses, plain) = results
+    assert fused_losses == pytest.approx(plain_losses, rel=1e-6)
+    assert_same_state(fused, plain)
+    # The scale factor started at 1.0 (legacy blob 2 above): s <- 0.999 s + 1, twice.
+    assert fused["bn.0"].shape == (1, 4, 1, 1)
+    assert fused["bn.2"].item() == pytest.approx(0.999 * (0.999 * 1.0 + 1) + 1, rel=1e-6)
+    assert fused["data.diff"].abs().max() > 1e-3 and fused["sc.1.diff"].abs().min() > 0
+
+
 def test_backward_starting_inside_a_fused_group_unfuses_it():
     results = []
     for fuse in (True, False):
