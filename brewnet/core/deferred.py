@@ -1,8 +1,8 @@
 """Small updates of parameter blobs, gathered over one pass of the Net and applied together.
 
 Every BatchNorm adds its batch statistics to its three blobs in Forward (blob <- maf * blob + value), and in
-Backward the fused BatchNorm + Scale, Convolution and InnerProduct add their parameter gradients to the diffs.  Done layer
-by layer each is a kernel launch on a GPU (ResNet-50: 212 of the 618 launches of a training step).  Nothing
+Backward the fused BatchNorm + Scale, Convolution and InnerProduct add their parameter gradients to the
+diffs.  Done layer by layer each is a kernel launch on a GPU (ResNet-50: 212 of the 618 launches of a training step).  Nothing
 reads those blobs during the pass (the statistics only in TEST mode, the diffs in the solver's update), so
 the Net opens a `gathered()` scope around Forward and Backward and the layers hand the updates to
 `scale_add` / `add_to_diffs`; the scope applies them at its end: one multi-tensor op for the scaling, one for
@@ -10,7 +10,7 @@ the additions, and nothing at all for a diff the Net cleared (Blob.accumulate_di
 diff).  The arithmetic is the layer-by-layer one: per element the same multiply and add, in the same order.
 A blob that receives a second update within one scope (shared statistics or weights) first gets the pending
 ones, so repeated updates stay sequential.  Outside a scope (a layer run on its own, the gradient checks)
-updates happen at once.
+updates happen at once, and so do gradients on the CPU (GATHER_CPU_GRADIENTS below).
 """
 import contextlib
 import threading
@@ -19,10 +19,12 @@ import torch
 
 _local = threading.local()
 
-# On the CPU an op is a function call, not a kernel launch: gathering saves little there, and holding large
-# gradients (convolution weights) until the end of the pass costs their memory and their cache lines
-# (ResNet-50: +100 MiB).  Smaller ones are gathered on every device alike.
-CPU_HOLD_LIMIT = 1 << 16
+# On the CPU an op is a function call, not a kernel launch, so gathering gradients saves nothing there: a
+# gradient into a cleared diff needs no op at all, and holding large ones (convolution weights) until the end
+# of the pass costs their memory and cache lines (ResNet-50: +100 MiB).  The CPU adds them at once, in
+# Caffe's order, and gathers only BatchNorm's running sums (one multi-tensor op beats two per layer).  Tests
+# set this to exercise on the CPU the gathering accelerators do.
+GATHER_CPU_GRADIENTS = False
 
 
 def _active():
@@ -120,9 +122,7 @@ def add_to_diffs(blobs, values):
     """blob.diff += value for parameter blobs (Blob.accumulate_diff: a cleared diff takes the value itself,
     so the values must be fresh tensors the caller drops, such as a kernel's outputs)."""
     scope = _active()
-    if scope is not None and values and values[0].is_cpu and sum(v.numel() for v in values) > CPU_HOLD_LIMIT:
-        if scope.holds(blobs):
-            scope.apply()
+    if scope is not None and values and values[0].is_cpu and not GATHER_CPU_GRADIENTS:
         scope = None
     if scope is None:
         for blob, value in zip(blobs, values):

@@ -58,7 +58,13 @@ def test_a_scope_applies_at_its_end_with_the_one_by_one_numbers():
         assert torch.equal(got, want)
 
 
-def test_gradients_of_one_blob_twice_in_a_pass_add_in_order():
+@pytest.fixture
+def gathering(monkeypatch):
+    """Gradients gathered on the CPU too, as accelerators gather them."""
+    monkeypatch.setattr(deferred, "GATHER_CPU_GRADIENTS", True)
+
+
+def test_gradients_of_one_blob_twice_in_a_pass_add_in_order(gathering):
     # Shared weights: two layers add into one diff.  The first takes the cleared diff, the second adds.
     grads = [torch.tensor([1e8, 1.0]), torch.tensor([-1e8, 1.0]), torch.tensor([0.5, 0.5])]
     blob = Blob((2,))
@@ -69,16 +75,28 @@ def test_gradients_of_one_blob_twice_in_a_pass_add_in_order():
     assert blob.diff.tolist() == ((grads[0] + grads[1]) + grads[2]).tolist()
 
 
-def test_large_cpu_gradients_are_added_at_once_after_what_is_pending():
-    big = Blob((deferred.CPU_HOLD_LIMIT + 1,))
-    big.diff.fill_(1.0)
+def test_cpu_gradients_are_added_at_once():
+    blob = Blob((3,))
+    blob.diff.fill_(1.0)
     with deferred.gathered():
-        deferred.add_to_diffs([big], [torch.full((big.count(),), 2.0)])
-        assert big.diff[0].item() == 3.0                      # large: at once
+        deferred.add_to_diffs([blob], [torch.full((3,), 2.0)])
+        assert blob.diff.tolist() == [3.0, 3.0, 3.0]          # at once, in Caffe's order
+        cleared = Blob((2,))
+        grad = torch.ones(2)
+        deferred.add_to_diffs([cleared], [grad])
+        assert cleared.diff.data_ptr() == grad.data_ptr()     # a cleared diff takes the gradient, no op
+
+
+def test_gathered_gradients_wait_for_the_end_of_the_scope(gathering):
+    blob = Blob((3,))
+    blob.diff.fill_(1.0)
+    with deferred.gathered():
+        deferred.add_to_diffs([blob], [torch.full((3,), 2.0)])
+        assert blob.diff.tolist() == [1.0, 1.0, 1.0]          # pending
         small = Blob((3,))
         deferred.add_to_diffs([small], [torch.ones(3)])
-        assert small._diff is None                            # small: at the end of the scope
-    assert small.diff.tolist() == [1.0, 1.0, 1.0]
+        assert small._diff is None
+    assert blob.diff.tolist() == [3.0, 3.0, 3.0] and small.diff.tolist() == [1.0, 1.0, 1.0]
 
 
 def test_an_error_inside_still_applies_what_the_layers_did():
@@ -142,7 +160,9 @@ def conv_net(lazy):
     return net
 
 
-def test_clearing_drops_the_diffs_nothing_else_holds_and_gives_the_same_gradients():
+@pytest.mark.parametrize("gather", [False, True], ids=["cpu", "gathered"])
+def test_clearing_drops_the_diffs_nothing_else_holds_and_gives_the_same_gradients(gather, monkeypatch):
+    monkeypatch.setattr(deferred, "GATHER_CPU_GRADIENTS", gather)
     results = []
     for lazy in (True, False):
         net = conv_net(lazy)
