@@ -288,7 +288,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--quick", action="store_true", help="few rounds (a dry run)")
-    parser.add_argument("--models", default="lenet:64,resnet50:8,resnet50:32",
+    parser.add_argument("--models", default="lenet:64,resnet50:8,resnet50:32,resnet50_thin:2",
                         help="name:batch pairs for the timings (the checks use each name's benchmark batch)")
     parser.add_argument("--golden", default=os.path.join(GOLDEN, "layers"))
     args = parser.parse_args(argv)
