@@ -87,8 +87,8 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   costs about a microsecond, so Convolution takes (N, C, H, W) blobs as they are and the fused BatchNorm +
   Scale runs torch's kernel on the 4-D blob (no views in and out), and a layer handing its top's memory to a
   kernel leaves a shared empty placeholder; plain SGD updates the small parameters (biases, BatchNorm
-  statistics) batched.  Thin ResNet-50 train ratio 2.16 -> 1.42 (forward 1.92 -> 1.51), `resnet50_overhead`
-  1.15 -> 1.10.  What remains is Python per layer (about 4 us a layer and pass); `-compile` removes it on a GPU.
+  statistics) batched.  Thin ResNet-50 train ratio 2.16 -> 1.33 (forward 1.92 -> 1.48), `resnet50_overhead`
+  1.15 -> 1.08.  What remains is Python per layer (about 4 us a layer and pass); `-compile` removes it on a GPU.
 - Peak memory of GoogLeNet and ResNet-50: brewnet keeps, as Caffe does, every blob's data and diff for the
   whole iteration (PyTorch frees activations and gradients during backward).  Sharing a diff with the top
   for Split/Eltwise-SUM bottoms is the next step; it needs care where pycaffe users read diffs.
