@@ -80,8 +80,8 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   small batch, where the host issues kernels slower than the device runs them.  brewnet runs each layer's
   Forward and Backward in Python (reshape checks, blob bookkeeping, Caffe's BatchNorm running sums as
   separate ops) where torch.nn's module call is thin and PyTorch's autograd engine is C++.  What was done:
-  BatchNorm's running sums and the parameter gradients are gathered into a few multi-tensor ops per pass
-  (core/deferred.py); a cleared parameter diff takes its first gradient as is instead of being zeroed and
+  BatchNorm's running sums (and on an accelerator the parameter gradients) are gathered into a few
+  multi-tensor ops per pass (core/deferred.py); a cleared parameter diff takes its first gradient as is instead of being zeroed and
   added to (Net.clear_param_diffs, as PyTorch's set_to_none): a training step issues 407 kernels on a GPU
   (PyTorch: 420; 618 before); layers whose bottoms keep their shapes skip their reshape checks; a tensor view
   costs about a microsecond, so Convolution takes (N, C, H, W) blobs as they are and the fused BatchNorm +
