@@ -93,6 +93,14 @@ def _functional_ops():
 _OUT_OVERLOADS = {torch.ops.aten.convolution.out: torch.ops.aten.convolution.default}
 
 
+def _weight_positions():
+    """Where the convolution ops take the weight: its low-precision copy is made once per compute context
+    (a training step) and reused by the backward, instead of once per call."""
+    aten = torch.ops.aten
+    return {torch.convolution: 1, aten.convolution: 1, aten.convolution.default: 1, aten.convolution.out: 1,
+            aten.convolution_backward: 2}
+
+
 def _accumulating_ops():
     """In-place `acc = beta * acc + alpha * product`: the product in low precision, the sum in fp32."""
     return {torch.Tensor.addmm_: torch.mm, torch.Tensor.baddbmm_: torch.bmm,
@@ -105,10 +113,14 @@ class LowPrecisionCompute(TorchFunctionMode):
     prefetch threads are not affected."""
     FUNCTIONAL = _functional_ops()
     ACCUMULATING = _accumulating_ops()
+    WEIGHTS = _weight_positions()
 
     def __init__(self, dtype):
         super().__init__()
         self.dtype = dtype
+        # (memory, version, shape, dtype) -> (the weight, its copy in self.dtype), for this context; holding
+        # the weight keeps its memory from being reused by another tensor while the entry lives.
+        self.weight_casts = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -133,12 +145,25 @@ class LowPrecisionCompute(TorchFunctionMode):
         if home is None:
             return func(*args, **kwargs)
         out = kwargs.pop("out", None)
+        weight = self.WEIGHTS.get(func)
+        low_args = [self._low_weight(a) if i == weight else self._low(a) for i, a in enumerate(args)]
         func = _OUT_OVERLOADS.get(func, func)
-        result = func(*self._low(args), **{k: self._low(v) for k, v in kwargs.items()})
+        result = func(*low_args, **{k: self._low(v) for k, v in kwargs.items()})
         if out is not None:
             out.copy_(result)
             return out
         return _cast(result, home)
+
+    def _low_weight(self, w):
+        """The weight in low precision, cast once per context: the version counter tells whether it was
+        written since (the solver's update writes between steps, so within a step it never is)."""
+        if not isinstance(w, torch.Tensor):
+            return self._low(w)
+        key = (w.data_ptr(), w._version, w.shape, w.dtype)
+        entry = self.weight_casts.get(key)
+        if entry is None:
+            entry = self.weight_casts[key] = (w, self._low(w))
+        return entry[1]
 
     def _accumulate(self, product, args, kwargs):
         acc, a, b = args[0], args[1], args[2]

@@ -79,6 +79,36 @@ def test_convolution_runs_in_bf16_and_stores_fp32():
     assert 1e-4 < err < 2e-2, err
 
 
+def test_a_weight_is_cast_once_per_step_unless_written():
+    """Forward and backward of a convolution share one bf16 copy of the weight; a weight written in between
+    (its version counter moves) is cast afresh, so the backward sees the new values."""
+    conv, bottom, top = layer('name: "c" type: "Convolution" bottom: "x" top: "y" convolution_param { '
+                              'num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 1 } }',
+                              (2, 3, 7, 7))
+    x, w = bottom[0].data, conv.blobs[0].data
+    top[0].diff.copy_(torch.randn(top[0].shape, generator=torch.Generator().manual_seed(2)))
+    dy = top[0].diff.clone()
+
+    def expected_dx(weight):
+        return torch.ops.aten.convolution_backward(dy.bfloat16(), x.bfloat16(), weight.bfloat16(), None, [1, 1],
+                                                   [0, 0], [1, 1], False, [0, 0], 1, [True, False, False])[0]
+
+    mode = LowPrecisionCompute(torch.bfloat16)
+    with mode:
+        conv.Forward(bottom, top)
+        conv.Backward(top, [True], bottom)
+    assert len(mode.weight_casts) == 1
+    torch.testing.assert_close(bottom[0].diff, expected_dx(w).float(), rtol=0, atol=0)
+
+    mode = LowPrecisionCompute(torch.bfloat16)
+    with mode:
+        conv.Forward(bottom, top)
+        w.mul_(-2.0)                                # written between the passes
+        conv.Backward(top, [True], bottom)
+    assert len(mode.weight_casts) == 2
+    torch.testing.assert_close(bottom[0].diff, expected_dx(w).float(), rtol=0, atol=0)
+
+
 def test_inner_product_out_and_accumulating_paths():
     """InnerProduct writes with out= and accumulates its weight diff with addmm_: the product runs in bf16,
     the accumulation stays fp32 (a bf16 sum would lose the 1e-3 increments on top of 1.0)."""
