@@ -16,7 +16,8 @@ the results are rewritten to --out after every section (a run cut off by its tim
    the eager device path's parameters (cuDNN deterministic for both: identical);
 5. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
    device (same process, same float32 / TF32 flags), fp32, fp32 with -compile, and bf16 (brewnet
-   `-precision bf16` vs torch.autocast), images/s; ResNet-50 at batch 8 (launch-bound) and 32;
+   `-precision bf16` vs torch.autocast), images/s; ResNet-50 at batch 8 (launch-bound) and 32, and the
+   thin ResNet-50 (benchmarks/models.py: the host's per-layer work alone);
 6. the demo on the GPU: `python -m examples.mnist.demo --gpu 0 --iterations 2000`, eager and -compile
    (LMDB data, prefetch threads, test net, on CUDA): test accuracy and time;
 7. data parallel: `caffe train -gpu 0` as one rank of a torchrun job (NCCL, all-reduce, rank 0 tests).
