@@ -59,10 +59,11 @@ class SGDSolver(Solver):
             elif type(self).compute_update_value is SGDSolver.compute_update_value:
                 # Plain SGD on the CPU: small parameters (biases, BatchNorm statistics, thin layers) in a few
                 # multi-tensor ops, where a loop would spend its time calling; large ones slice by slice.
-                small = [i for i in every if self.net.learnable_params[i].count() <= self.CHUNK]
+                small, large = [], []
+                for i in every:
+                    (small if self.net.learnable_params[i].count() <= self.CHUNK else large).append(i)
                 self.update_batched(small, rate)
-                self.update_in_chunks([i for i in every if self.net.learnable_params[i].count() > self.CHUNK],
-                                      rate)
+                self.update_in_chunks(large, rate)
             else:
                 for param_id in every:
                     self.normalize(param_id)
