@@ -2,7 +2,7 @@
 
     bash benchmarks/gpu_prepare.sh                      # here: wheels and golden models into .gpu/ (ignored)
     run(command="bash benchmarks/gpu_session.sh", carry=[".gpu"], timeout_s=480)     # the device tool
-    python -m benchmarks.gpu_check --device cpu --quick  # a dry run of the same code paths on the CPU
+    python -m benchmarks.gpu_check --device cpu --quick --models lenet:64,resnet50_thin:2   # a CPU dry run
 
 Sections, in this order; each one's failure is reported in the results instead of stopping the others, and
 the results are rewritten to --out after every section (a run cut off by its time limit keeps what it did):
@@ -20,7 +20,9 @@ the results are rewritten to --out after every section (a run cut off by its tim
    thin ResNet-50 (benchmarks/models.py: the host's per-layer work alone);
 6. the demo on the GPU: `python -m examples.mnist.demo --gpu 0 --iterations 2000`, eager and -compile
    (LMDB data, prefetch threads, test net, on CUDA): test accuracy and time;
-7. data parallel: `caffe train -gpu 0` as one rank of a torchrun job (NCCL, all-reduce, rank 0 tests).
+7. data parallel: `caffe train -gpu 0` as one rank of a torchrun job (NCCL, all-reduce, rank 0 tests);
+8. a torch.profiler table of three ResNet-50 training steps (profile_resnet50.txt): where host and device
+   time go.
 
 Writes gpu_results.json and gpu_results.md (the text to paste into benchmarks/RESULTS.md) to --out.
 """
@@ -235,6 +237,31 @@ def data_parallel_on_device(device, iterations):
              "tail": lines[-8:]}]
 
 
+def profile_on_device(device, out, name="resnet50", steps=3):
+    """torch.profiler over a few brewnet training steps of `name` (after a warm-up): the ops that cost the
+    host and the device most, written to profile_<name>.txt under --out for the next session to read."""
+    _use(device)
+    solver, _, _, _ = build(name)
+    solver.step(2)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        solver.step(steps)
+        _sync(device)
+    solver.close()
+    common.set_mode_cpu()
+    averages = prof.key_averages()
+    text = []
+    for key in ("self_cpu_time_total", "self_device_time_total" if device.type == "cuda" else None):
+        if key:
+            text += [f"sorted by {key}, {steps} steps", averages.table(sort_by=key, row_limit=30), ""]
+    path = os.path.join(out, f"profile_{name}.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(text))
+    return {"model": name, "steps": steps, "file": os.path.basename(path)}
+
+
 def markdown(results):
     env = results.get("environment", {})
     lines = [f"## CUDA ({env.get('device', '?')})", "",
@@ -331,6 +358,7 @@ def main(argv=None):
     if device.type == "cuda":
         section("demo", demo_on_device, device, 200 if args.quick else 2000)
         section("data_parallel", data_parallel_on_device, device, 500)
+    section("profile", profile_on_device, device, args.out, "resnet50" if device.type == "cuda" else "lenet")
     print(markdown(results))
     ok = (not results["failed"] and all(c.get("params_close") for c in results.get("checks", []))
           and all(c.get("identical") for c in results.get("compiled", [])))
