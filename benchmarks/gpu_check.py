@@ -11,7 +11,8 @@ the results are rewritten to --out after every section (a run cut off by its tim
 2. golden layers: every case of ../shared/golden/layers on the device, eagerly and replayed from a CUDA graph
    (benchmarks/gpu_golden.py), against BVLC Caffe's numbers;
 3. CPU vs device: LeNet and ResNet-50 with the same initial weights and inputs, a few SGD iterations on the
-   CPU and on the device: the parameters must agree (summation order differs: rtol 1e-3, atol 1e-5);
+   CPU and on the device: per blob, the device may differ from the CPU (normwise) 10x as much as the CPU
+   differs from itself at another thread count (check_against_cpu says why elementwise tolerances fail);
 4. the compiled path (`-compile`, core/capture.py): the same iterations replayed from a CUDA graph must give
    the eager device path's parameters (cuDNN deterministic for both: identical);
 5. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
@@ -21,8 +22,8 @@ the results are rewritten to --out after every section (a run cut off by its tim
 6. the demo on the GPU: `python -m examples.mnist.demo --gpu 0 --iterations 2000`, eager and -compile
    (LMDB data, prefetch threads, test net, on CUDA): test accuracy and time;
 7. data parallel: `caffe train -gpu 0` as one rank of a torchrun job (NCCL, all-reduce, rank 0 tests);
-8. a torch.profiler table of three ResNet-50 training steps (profile_resnet50.txt): where host and device
-   time go.
+8. torch.profiler tables of three ResNet-50 training steps at batch 8 and 32, brewnet's and PyTorch's
+   (profile_resnet50_<batch>.txt): where host and device time go.
 
 Writes gpu_results.json and gpu_results.md (the text to paste into benchmarks/RESULTS.md) to --out.
 """
@@ -61,30 +62,52 @@ def _use(device):
         common.set_mode_cpu()
 
 
-def parameters_after(name, device, iterations=CHECK_ITERATIONS, compile_=False):
-    """brewnet's learnable parameters after a few SGD steps of `name` on `device` (dropout off)."""
+def parameters_after(name, device, iterations=CHECK_ITERATIONS, compile_=False, threads=None):
+    """brewnet's learnable parameters after a few SGD steps of `name` on `device` (dropout off); on the CPU
+    with `threads` torch threads if given (another summation order)."""
     _use(device)
-    common.set_random_seed(1701)
-    solver, _, _, _ = build(name, seed=0, dropout=False)
-    solver.compile = compile_
-    for _ in range(iterations):
-        solver.step(1)
-    _sync(device)
-    params = [b.data.detach().to("cpu").clone() for b in solver.net.learnable_params]
-    solver.close()
-    common.set_mode_cpu()
+    saved_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        common.set_random_seed(1701)
+        solver, _, _, _ = build(name, seed=0, dropout=False)
+        solver.compile = compile_
+        for _ in range(iterations):
+            solver.step(1)
+        _sync(device)
+        params = [b.data.detach().to("cpu").clone() for b in solver.net.learnable_params]
+        solver.close()
+    finally:
+        torch.set_num_threads(saved_threads)
+        common.set_mode_cpu()
     return params
 
 
+def _normwise(a, b):
+    """||a - b|| / ||a|| per parameter blob (0 for two zero blobs)."""
+    return [float((x - y).norm() / x.norm().clamp(min=1e-30)) for x, y in zip(a, b)]
+
+
 def check_against_cpu(name, device):
+    """The device's parameters after a few SGD steps against the CPU's, judged by how far the CPU moves from
+    itself when only the summation order changes (1 thread against all).  Elementwise tolerances cannot
+    judge these nets: a Scale bias starts at 0 and its gradient is a sum that cancels, and BatchNorm over a
+    few values per channel (ResNet-50's last stages at batch 8, the thin net's 1x1 maps at batch 2) turns
+    rounding into O(1) differences within 3 steps; ResNet-50 on the CPU alone, 1 thread against 2, already
+    differs by 49% normwise in such a blob.  The device passes when no blob differs from the CPU more than
+    10x the CPU's own spread (or 1e-4, where the CPU does not move)."""
     cpu = parameters_after(name, torch.device("cpu"))
+    cpu_1 = parameters_after(name, torch.device("cpu"), threads=1)
     dev = parameters_after(name, device)
-    worst = 0.0
-    for a, b in zip(cpu, dev):
-        scale = torch.clamp(a.abs(), min=1e-2)
-        worst = max(worst, float(((a - b).abs() / scale).max()))
-    ok = all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(cpu, dev))
-    return {"model": name, "iterations": CHECK_ITERATIONS, "params_close": ok, "worst_rel_diff": worst}
+    spread, diff = _normwise(cpu, cpu_1), _normwise(cpu, dev)
+    ratios = [d / max(s, 1e-5) for s, d in zip(spread, diff)]
+    worst = max(range(len(ratios)), key=ratios.__getitem__)
+    ok = all(d <= max(10 * s, 1e-4) for s, d in zip(spread, diff))
+    return {"model": name, "iterations": CHECK_ITERATIONS, "params_close": ok,
+            "worst_rel_diff": max(diff), "cpu_spread": max(spread), "worst_blob": worst,
+            "worst_blob_diff": diff[worst], "worst_blob_spread": spread[worst],
+            "threads": torch.get_num_threads()}
 
 
 def check_compiled(name, device):
@@ -150,16 +173,20 @@ def time_on_device(name, device, precision, rounds, batch=None):
             torch_forward(model, inputs)
         _sync(device)
 
+    # Training rounds first, then forward rounds, each pair interleaved: an eager forward between two
+    # compiled steps moves the tops to fresh memory, so the next step would record its graph again (what a
+    # pycaffe loop mixing net.forward() and solver.step() gets; a training loop never does it).
     times = {"brewnet_train": [], "pytorch_train": [], "brewnet_forward": [], "pytorch_forward": []}
-    for fn in (brewnet_train, torch_train, brewnet_forward, torch_fwd):   # warm-up (cuDNN autotuning)
-        fn()
-        fn()
-    for _ in range(rounds):
-        for key, fn in (("brewnet_train", brewnet_train), ("pytorch_train", torch_train),
-                        ("brewnet_forward", brewnet_forward), ("pytorch_forward", torch_fwd)):
-            start = time.perf_counter()
+    for pair in ((("brewnet_train", brewnet_train), ("pytorch_train", torch_train)),
+                 (("brewnet_forward", brewnet_forward), ("pytorch_forward", torch_fwd))):
+        for _, fn in pair:                  # warm-up (cuDNN autotuning, the recording)
             fn()
-            times[key].append(time.perf_counter() - start)
+            fn()
+        for _ in range(rounds):
+            for key, fn in pair:
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
     solver.close()
     common.set_mode_cpu()
     train = {"brewnet": times["brewnet_train"], "pytorch": times["pytorch_train"]}
@@ -237,29 +264,45 @@ def data_parallel_on_device(device, iterations):
              "tail": lines[-8:]}]
 
 
-def profile_on_device(device, out, name="resnet50", steps=3):
-    """torch.profiler over a few brewnet training steps of `name` (after a warm-up): the ops that cost the
-    host and the device most, written to profile_<name>.txt under --out for the next session to read."""
-    _use(device)
-    solver, _, _, _ = build(name)
-    solver.step(2)
+def _profile_table(device, run, steps):
+    """torch.profiler over `steps` calls of run() after two warm-up calls: tables by host and device time."""
+    run()
+    run()
+    _sync(device)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        solver.step(steps)
+        for _ in range(steps):
+            run()
         _sync(device)
-    solver.close()
-    common.set_mode_cpu()
     averages = prof.key_averages()
-    text = []
-    for key in ("self_cpu_time_total", "self_device_time_total" if device.type == "cuda" else None):
-        if key:
-            text += [f"sorted by {key}, {steps} steps", averages.table(sort_by=key, row_limit=30), ""]
-    path = os.path.join(out, f"profile_{name}.txt")
-    with open(path, "w") as f:
-        f.write("\n".join(text))
-    return {"model": name, "steps": steps, "file": os.path.basename(path)}
+    keys = ["self_cpu_time_total"] + (["self_device_time_total"] if device.type == "cuda" else [])
+    return "\n".join(f"sorted by {key}, {steps} steps\n{averages.table(sort_by=key, row_limit=30)}\n"
+                     for key in keys)
+
+
+def profile_on_device(device, out, name="resnet50", batches=(8, 32), steps=3):
+    """torch.profiler tables of a few training steps of `name`, brewnet's and the PyTorch program's, at each
+    batch size: where host and device time go (profile_<name>_<batch>.txt under --out)."""
+    rows = []
+    for batch in batches:
+        _use(device)
+        with batch_of(name, batch):
+            solver, model, _, inputs = build(name)
+        model.to(device)
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+        text = ["# brewnet solver.step(1)", _profile_table(device, lambda: solver.step(1), steps),
+                "# PyTorch eager train step", _profile_table(device, lambda: torch_train_step(model, opt, inputs),
+                                                             steps)]
+        solver.close()
+        common.set_mode_cpu()
+        path = os.path.join(out, f"profile_{name}_{batch}.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(text))
+        rows.append({"model": name, "batch": batch, "steps": steps, "file": os.path.basename(path)})
+    return rows
 
 
 def markdown(results):
@@ -280,9 +323,12 @@ def markdown(results):
                          f"{r['train_pytorch_ms']:.1f} | {r['train_ratio']:.3f} | {r['forward_ratio']:.3f} | "
                          f"{r['train_images_per_s_brewnet']:.0f} | {r['train_images_per_s_pytorch']:.0f} |")
         lines.append("")
-    lines += _verdicts("CPU vs device parameters after a few SGD iterations:", results.get("checks"),
-                       lambda c: f"{'agree' if c['params_close'] else 'DIFFER'} (worst relative difference "
-                                 f"{c['worst_rel_diff']:.2e} after {c['iterations']} iterations)")
+    lines += _verdicts("CPU vs device parameters after a few SGD iterations (normwise per blob, against the "
+                       "CPU's own spread between 1 thread and all):", results.get("checks"),
+                       lambda c: f"{'agree' if c['params_close'] else 'DIFFER'} (device vs CPU at most "
+                                 f"{c['worst_rel_diff']:.1e}, CPU vs itself at most {c['cpu_spread']:.1e}; "
+                                 f"blob {c['worst_blob']}: {c['worst_blob_diff']:.1e} vs "
+                                 f"{c['worst_blob_spread']:.1e} after {c['iterations']} iterations)")
     lines += _verdicts("-compile (CUDA graph replay) vs eager on the device, cuDNN deterministic:",
                        results.get("compiled"),
                        lambda c: f"{'identical' if c['identical'] else 'DIFFER'} (max abs difference "
@@ -358,7 +404,8 @@ def main(argv=None):
     if device.type == "cuda":
         section("demo", demo_on_device, device, 200 if args.quick else 2000)
         section("data_parallel", data_parallel_on_device, device, 500)
-    section("profile", profile_on_device, device, args.out, "resnet50" if device.type == "cuda" else "lenet")
+    section("profile", profile_on_device, device, args.out, *(("resnet50", (8, 32)) if device.type == "cuda"
+                                                              else ("lenet", (64,))))
     print(markdown(results))
     ok = (not results["failed"] and all(c.get("params_close") for c in results.get("checks", []))
           and all(c.get("identical") for c in results.get("compiled", [])))
