@@ -10,6 +10,7 @@ the results are rewritten to --out after every section (a run cut off by its tim
 1. environment: device, torch / CUDA / cuDNN versions, the TF32 flags GPU mode leaves, `caffe device_query`;
 2. golden layers: every case of ../shared/golden/layers on the device, eagerly and replayed from a CUDA graph
    (benchmarks/gpu_golden.py), against BVLC Caffe's numbers;
+   then DEVICE_TESTS, tests that compare two runs on one device, under pytest in GPU mode;
 3. CPU vs device: LeNet and ResNet-50 with the same initial weights and inputs, a few SGD iterations on the
    CPU and on the device: per blob, the device may differ from the CPU (normwise) 10x as much as the CPU
    differs from itself at another thread count (check_against_cpu says why elementwise tolerances fail);
@@ -242,6 +243,24 @@ def demo_on_device(device, iterations):
     return rows
 
 
+# Tests that compare two runs on one device (net against net), so they hold on a GPU as on the CPU: the fused
+# BatchNorm + Scale (cuDNN's kernels on a GPU) against the two layers (torch's native ones).
+DEVICE_TESTS = ["tests/core/test_fusion.py::test_fused_forward_backward_equals_the_two_layers",
+                "tests/core/test_fusion.py::test_batchnorm_on_the_data_before_a_learned_scale",
+                "tests/core/test_fusion.py::test_fused_step_on_a_2d_blob_with_legacy_4d_statistics"]
+
+
+def tests_on_device(device):
+    """DEVICE_TESTS under pytest in GPU mode (BREWNET_TEST_MODE=gpu, tests/conftest.py)."""
+    env = dict(os.environ, BREWNET_TEST_MODE="gpu" if device.type == "cuda" else "cpu")
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"] + DEVICE_TESTS
+    out = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    return [{"command": "BREWNET_TEST_MODE=gpu pytest " + " ".join(t.split("::")[-1] for t in DEVICE_TESTS),
+             "rc": out.returncode, "seconds": 0, "result": lines[-1] if lines else None,
+             "tail": lines[-40:]}]
+
+
 def data_parallel_on_device(device, iterations):
     """`caffe train -gpu N` as one rank of a torchrun job (WORLD_SIZE=1): the NCCL process group, the
     gradient all-reduce and rank 0's testing on a real GPU (the demo section made the LMDBs)."""
@@ -333,7 +352,7 @@ def markdown(results):
                        results.get("compiled"),
                        lambda c: f"{'identical' if c['identical'] else 'DIFFER'} (max abs difference "
                                  f"{c['max_abs_diff']:.2e} after {c['iterations']} iterations)")
-    for row in results.get("demo", []) + results.get("data_parallel", []):
+    for row in results.get("tests_on_device", []) + results.get("demo", []) + results.get("data_parallel", []):
         lines.append(f"- `{row['command']}`: {row['result'] or 'no result, rc ' + str(row['rc'])} "
                      f"({row['seconds']} s with start-up)")
     if results.get("failed"):
@@ -386,6 +405,7 @@ def main(argv=None):
 
     section("environment", environment, device)
     section("golden", gpu_golden.sweep, args.golden, device)
+    section("tests_on_device", tests_on_device, device)
     section("checks", lambda: [_guarded(check_against_cpu, n, device) for n in names])
     if device.type == "cuda":
         # The compiled path had never run on a GPU before its first lent session.
@@ -408,6 +428,7 @@ def main(argv=None):
                                                               else ("lenet", (64,))))
     print(markdown(results))
     ok = (not results["failed"] and all(c.get("params_close") for c in results.get("checks", []))
+          and all(r["rc"] == 0 for r in results.get("tests_on_device", []))
           and all(c.get("identical") for c in results.get("compiled", [])))
     return 0 if ok else 1
 

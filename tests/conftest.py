@@ -30,3 +30,15 @@ def float64():
 def _seed():
     common.set_random_seed(1701)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _device_mode():
+    """BREWNET_TEST_MODE=gpu runs each test in GPU mode: how a lent GPU session runs the device-agnostic tests
+    (benchmarks/gpu_check.py, section tests_on_device).  Unset, as in CI, every test runs on the CPU."""
+    if os.environ.get("BREWNET_TEST_MODE") != "gpu":
+        yield
+        return
+    common.set_mode_gpu()
+    yield
+    common.set_mode_cpu()

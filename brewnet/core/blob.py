@@ -38,6 +38,11 @@ def flat(tensor):
     return tensor if tensor.dim() == 1 else tensor.view(-1)
 
 
+def four_axes(tensor):
+    """(N, C, ...) as the 4-D (N, C, H, W) tensor cuDNN's spatial batch norm reads (a view when contiguous)."""
+    return tensor if tensor.dim() == 4 else tensor.reshape(tensor.shape[0], tensor.shape[1], -1, 1)
+
+
 def shapes_of(*blob_lists):
     """The shapes of all blobs in the lists, as one comparable list (torch.Size values: no tuple copies)."""
     return [b._data.shape for blobs in blob_lists for b in blobs]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import deferred
-from .blob import flat
+from .blob import flat, four_axes
 
 
 def _channels_second(tensor, split):
@@ -49,6 +49,7 @@ class BatchNormScale:
         self.blob = net.top_vecs[first][0]
         self.fused_forward = False
         self.x = None       # the input, kept for backward (it is the blob's old memory, which nobody holds)
+        self.reserve = None     # cuDNN's reserve space when forward ran its kernel (a GPU), for its backward
 
     @classmethod
     def match(cls, net, i):
@@ -77,11 +78,14 @@ class BatchNormScale:
             self.run_unfused_forward()
             return
         bn.x_norm = scale.x = None          # the unfused state of an earlier run: free its memory
+        self.reserve = None
         x = _channels_second(x, bn.split)
         gamma, beta = self._gamma_beta()
         if bn.use_global_stats:
             self.mean, self.var = bn.global_stats()
             y = F.batch_norm(x, self.mean, self.var, gamma, beta, False, 0.0, bn.eps)
+        elif bn.cudnn_applies(x, gamma):
+            y, self.mean, self.invstd, self.reserve = bn.normalize_batch_cudnn(x, gamma, beta)
         else:
             y, self.mean, self.invstd = bn.normalize_batch(x, gamma, beta)
         blob.data = y if y.shape == shape else y.view(shape)
@@ -111,12 +115,17 @@ class BatchNormScale:
             return
         gamma, _ = self._gamma_beta()
         dy = _channels_second(blob.diff, bn.split)
-        if bn.use_global_stats:
-            stats = (self.mean, self.var, None, None)
+        if self.reserve is not None:        # forward ran cuDNN's kernel: its backward, all three gradients
+            dx, dgamma, dbeta = torch.ops.aten.cudnn_batch_norm_backward(
+                four_axes(self.x), four_axes(dy), gamma, None, None, self.mean, self.invstd, bn.eps,
+                self.reserve)
         else:
-            stats = (None, None, self.mean, self.invstd)
-        dx, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
-            dy, self.x, gamma, *stats, not bn.use_global_stats, bn.eps, [want_x, want_gamma, want_beta])
+            if bn.use_global_stats:
+                stats = (self.mean, self.var, None, None)
+            else:
+                stats = (None, None, self.mean, self.invstd)
+            dx, dgamma, dbeta = torch.ops.aten.native_batch_norm_backward(
+                dy, self.x, gamma, *stats, not bn.use_global_stats, bn.eps, [want_x, want_gamma, want_beta])
         del dy
         params, grads = [], []          # accumulated as Caffe's Backward does, gathered over the pass
         if want_gamma:
