@@ -67,6 +67,9 @@ def test_fused_forward_backward_equals_the_two_layers(bn):
         losses = [net.forward_backward() for _ in range(2)]       # twice: the running sums accumulate
         group = net._group_of[2]
         assert (group.first, group.last) == (2, 3) and group.fused_forward == fuse
+        # On a GPU (BREWNET_TEST_MODE=gpu) the fused step in training runs cuDNN's kernels, the layers torch's.
+        on_cuda = net.blobs["data"].data.is_cuda
+        assert (group.reserve is not None) == (fuse and on_cuda and "use_global_stats" not in bn)
         results.append((losses, state(net)))
     (fused_losses, fused), (plain_losses, plain) = results
     assert fused_losses == pytest.approx(plain_losses, rel=1e-6)
