@@ -243,11 +243,17 @@ def demo_on_device(device, iterations):
     return rows
 
 
-# Tests that compare two runs on one device (net against net), so they hold on a GPU as on the CPU: the fused
-# BatchNorm + Scale (cuDNN's kernels on a GPU) against the two layers (torch's native ones).
+# Tests that hold on a GPU as on the CPU (net against net, errors): the fused BatchNorm + Scale (cuDNN's
+# kernels on a GPU) against the two layers (torch's native ones), and the deferred label checks.
 DEVICE_TESTS = ["tests/core/test_fusion.py::test_fused_forward_backward_equals_the_two_layers",
                 "tests/core/test_fusion.py::test_batchnorm_on_the_data_before_a_learned_scale",
-                "tests/core/test_fusion.py::test_fused_step_on_a_2d_blob_with_legacy_4d_statistics"]
+                "tests/core/test_fusion.py::test_fused_step_on_a_2d_blob_with_legacy_4d_statistics"] + [
+    # Labels checked on the device, read where the pass reads its loss (core/device_checks.py).
+    "tests/core/test_device_checks.py::" + name for name in (
+        "test_deferred_form_gives_the_same_numbers", "test_forward_raises_the_loss_layers_error_at_its_end",
+        "test_forward_loss_leaves_the_check_to_the_caller",
+        "test_ignore_label_is_not_an_error_and_accuracy_checks_too",
+        "test_the_solver_step_raises_before_the_update", "test_a_layer_run_on_its_own_checks_at_once")]
 
 
 def tests_on_device(device):
@@ -256,7 +262,8 @@ def tests_on_device(device):
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"] + DEVICE_TESTS
     out = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
     lines = (out.stdout + out.stderr).strip().splitlines()
-    return [{"command": "BREWNET_TEST_MODE=gpu pytest " + " ".join(t.split("::")[-1] for t in DEVICE_TESTS),
+    return [{"command": f"BREWNET_TEST_MODE=gpu pytest ({len(DEVICE_TESTS)} tests of test_fusion.py and "
+                        "test_device_checks.py)",
              "rc": out.returncode, "seconds": 0, "result": lines[-1] if lines else None,
              "tail": lines[-40:]}]
 

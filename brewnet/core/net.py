@@ -24,7 +24,7 @@ from ..errors import BrewnetError, NetError, WeightsError
 from ..log import get_logger
 from ..proto import caffe_pb2
 from ..proto.io import read_net_param
-from . import common, deferred, fusion
+from . import common, deferred, device_checks, fusion
 from .blob import Blob
 from .debug_info import NetDebugInfo, fmt as _fmt
 from .insert_splits import insert_splits
@@ -57,6 +57,7 @@ class Net(NetDebugInfo):
             param.state.stage.extend(stages)
         self.dtype = dtype or common.default_dtype()
         self.device = device or common.device()
+        self._checks = device_checks.Checks()      # checks of device values a forward leaves pending
         self.phase = param.state.phase
         self._init(param)
         if weights is not None:
@@ -351,11 +352,13 @@ class Net(NetDebugInfo):
         """Run layers start..end (inclusive; names or indices) and return the total weighted loss."""
         return float(self.forward_loss(start, end))
 
-    def forward_loss(self, start=None, end=None):
-        """forward(), the loss left on the device: a 0-d tensor (the float 0.0 without loss layers)."""
+    def forward_loss(self, start=None, end=None, check=True):
+        """forward(), the loss left on the device: a 0-d tensor (the float 0.0 without loss layers).  The
+        layers' checks of device values (labels in range) are read at the end, or, with check=False, when
+        the caller calls check_values() (after issuing backward: core/device_checks.py)."""
         start, end = self._layer_range(start, end, 0, len(self.layers) - 1)
         loss = 0.0
-        with torch.no_grad(), self._gathered():
+        with torch.no_grad(), self._gathered(), device_checks.collecting(self._checks):
             i = start
             while i <= end:
                 group = self._fused_group(i, i, end)
@@ -374,7 +377,14 @@ class Net(NetDebugInfo):
                 if self.debug_info:
                     self._forward_debug_info(i)
                 i += 1
+        if check:
+            self.check_values()
         return loss
+
+    def check_values(self):
+        """Raise the first failed check of device values (a label out of range) that the last forward_loss
+        left pending; one wait for the device for all of them, none when there are none (the CPU)."""
+        self._checks.resolve()
 
     def backward(self, start=None, end=None):
         """Run Backward from layer `start` down to `end` (defaults: last to first)."""
@@ -412,9 +422,10 @@ class Net(NetDebugInfo):
         return group if low <= group.first and group.last <= high else None
 
     def forward_backward(self):
-        loss = self.forward()
+        loss = self.forward_loss(check=False)
         self.backward()
-        return loss
+        self.check_values()
+        return float(loss)
 
     def reshape(self):
         for i, layer in enumerate(self.layers):

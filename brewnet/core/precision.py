@@ -294,14 +294,15 @@ class Precision:
 
     def forward_backward(self, net):
         """net.forward_backward() in this precision; for fp16 the gradients come out multiplied by the loss
-        scale (finish_gradients divides them back).  The loss is read once backward is issued: on a GPU,
-        reading it between the passes would make the host wait for the forward kernels before it issues the
-        backward ones."""
+        scale (finish_gradients divides them back).  The loss and the layers' checks (labels in range) are
+        read once backward is issued: on a GPU, reading them between the passes would make the host wait for
+        the forward kernels before it issues the backward ones."""
         with self.compute(net.device):
-            loss = net.forward_loss()
+            loss = net.forward_loss(check=False)
             if self.scaler is not None:
                 self.scaler.scale_loss(net)
             net.backward()
+        net.check_values()          # a bad label raises here, before the solver's update
         return float(loss)
 
     def unscale(self, params):

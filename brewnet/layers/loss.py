@@ -21,7 +21,7 @@ import math
 import torch
 
 from ..core.blob import Blob
-from ..core import common
+from ..core import common, device_checks
 from ..core.layer import Layer
 from ..core.registry import register_layer
 from ..errors import BrewnetError, LayerError
@@ -41,30 +41,41 @@ def read_labels(layer, label_blob, num_classes, ignore_label=None, want_valid=Tr
     ignore_label when not `want_valid`: every label counts).
 
     A non-ignored label outside [0, num_classes) raises a LayerError naming the value, the label bottom and
-    `layer`.  (Checking costs one device sync per forward; Caffe skips it and reads out of bounds.)
+    `layer` (Caffe skips the check and reads out of bounds).  On the CPU at once; on an accelerator within a
+    Net pass when the pass reads its loss (core/device_checks.py), the labels returned clamped into range.
     """
     labels = label_blob.data.reshape(-1).to(torch.int64)
     if common.capturing():
         # Recording a CUDA graph: no host-side check (the eager warm-up checked; gather asserts on the device).
         return labels, (labels != ignore_label if ignore_label is not None else
                         torch.ones_like(labels, dtype=torch.bool) if want_valid else None)
+    valid = labels != ignore_label if ignore_label is not None else \
+        torch.ones_like(labels, dtype=torch.bool) if want_valid else None
+    checks = device_checks.deferring(labels)
+    if checks is not None:
+        clamped = labels.clamp(0, num_classes - 1)
+        bad = clamped != labels
+        if ignore_label is not None:
+            bad &= valid
+        checks.add(bad.any(), lambda: _label_error(layer, labels, bad, num_classes))
+        return clamped, valid
     if ignore_label is not None:
-        valid = labels != ignore_label
         bad = valid & ((labels < 0) | (labels >= num_classes))
-        any_bad = bool(bad.any())
+        if bool(bad.any()):
+            _label_error(layer, labels, bad, num_classes)
     else:
-        valid = torch.ones_like(labels, dtype=torch.bool) if want_valid else None
         # Without an ignore_label the range check is one reduction (and one sync) instead of four ops.
         low, high = (v.item() for v in torch.aminmax(labels)) if labels.numel() else (0, 0)
-        any_bad = low < 0 or high >= num_classes
-        if any_bad:
-            bad = (labels < 0) | (labels >= num_classes)
-    if any_bad:
-        value = int(labels[bad][0])
-        where = f"bottom '{layer.param.bottom[1]}'" if len(layer.param.bottom) > 1 else "bottom 1"
-        raise LayerError(f"Expect: label values in [0, {num_classes}), Actual: label value {value} ({where})",
-                         layer.name, layer.type)
+        if low < 0 or high >= num_classes:
+            _label_error(layer, labels, (labels < 0) | (labels >= num_classes), num_classes)
     return labels, valid
+
+
+def _label_error(layer, labels, bad, num_classes):
+    value = int(labels[bad][0])
+    where = f"bottom '{layer.param.bottom[1]}'" if len(layer.param.bottom) > 1 else "bottom 1"
+    raise LayerError(f"Expect: label values in [0, {num_classes}), Actual: label value {value} ({where})",
+                     layer.name, layer.type)
 
 
 class LossLayer(Layer):
@@ -211,7 +222,7 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         labels.  log(max(p, FLT_MIN)) = max(log p, log FLT_MIN), so the loss is minus the sum of the labels'
         log-softmax entries, each floored at log FLT_MIN; backward takes p = exp(log p)."""
         on_cpu = bottom[1].data.device.type == "cpu"
-        if on_cpu or common.capturing():
+        if (on_cpu and device_checks.deferring(bottom[1].data) is None) or common.capturing():
             # gather checks every index on the CPU: the explicit range check runs only when it fails.
             labels = bottom[1].data.reshape(-1).to(torch.int64)
         else:
