@@ -1,7 +1,7 @@
 """The prepared GPU check of issue 7, for a session that is lent a CUDA machine (one run, then give it back).
 
     bash benchmarks/gpu_prepare.sh                      # here: wheels and golden models into .gpu/ (ignored)
-    run(command="bash benchmarks/gpu_session.sh", carry=[".gpu"], timeout_s=480)     # the device tool
+    run(command="bash benchmarks/gpu_session.sh", carry=[".gpu"], timeout_s=300)     # the device tool
     python -m benchmarks.gpu_check --device cpu --quick --models lenet:64,resnet50_thin:2   # a CPU dry run
 
 Sections, in this order; each one's failure is reported in the results instead of stopping the others, and

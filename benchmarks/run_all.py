@@ -68,7 +68,7 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   CPU speed step.
 - The compiled path (`caffe train -compile`, core/capture.py) records forward + backward into a CUDA graph;
   on the CPU it runs the eager path, since torch.compile of LeNet took 25 s to compile with no gain here.
-  Its CUDA figures come from benchmarks/gpu_check.py when a session has a GPU.
+  Its CUDA figures are in the CUDA section at the end (benchmarks/gpu_check.py on a lent GPU).
 - The solver's update on the CPU runs Caffe's per-parameter steps (320 parameter blobs in ResNet-50, the 159
   BatchNorm statistics with lr_mult 0 included, as Caffe updates them too) in slices of 2^18 values
   (`SGDSolver.update_in_chunks`): all five steps (normalize, regularize, momentum, copy into the diff,
@@ -115,6 +115,45 @@ def data_section(threads):
     if out.returncode:
         return f"`{shown}` failed:\n\n```\n{out.stderr[-2000:]}\n```\n"
     return f"Command: `{shown}`\n\n{out.stdout.strip()}\n"
+
+
+GPU_RESULTS = os.path.join(HERE, "gpu_results.md")
+
+
+def cuda_section():
+    """The CUDA figures: benchmarks/gpu_results.md as the last lent GPU session's gpu_check wrote it (this
+    machine has no GPU; see DEVELOPERS.md, "When a session is lent a GPU"), with GPU_NOTES."""
+    if not os.path.exists(GPU_RESULTS):
+        return "## CUDA\n\nNo lent GPU session has run benchmarks/gpu_check.py yet.\n"
+    with open(GPU_RESULTS) as f:
+        report = f.read().strip()
+    heading, _, body = report.partition("\n")
+    return f"""{heading}, from the last lent GPU session
+
+Not measured by this run: `benchmarks/gpu_check.py` wrote this on the lent machine (`bash benchmarks/gpu_session.sh`,
+see DEVELOPERS.md), and it is kept in benchmarks/gpu_results.md.  Timings: 20 rounds after two warm-up calls,
+train rounds and forward rounds apart, each interleaved with PyTorch's; ratio = brewnet / PyTorch eager (the
+median of per-round ratios); images/s from the medians.  TF32 off in both.
+{body}
+{GPU_NOTES}"""
+
+
+GPU_NOTES = """
+What the CUDA figures rest on (session 5, the first with a GPU; DEVELOPERS.md, "What the first GPU session found"):
+
+- Host-bound rows (LeNet, ResNet-50 at batch 8, the thin net) swing by up to 20 % between runs on that machine
+  (ResNet-50 batch 8 eager in the session's five runs: 1.02, 1.05, 1.16, 1.24, 1.12; LeNet 0.83 to 1.17);
+  ResNet-50 at batch 32 is steady.
+- ResNet-50 batch 32 (device-bound): brewnet's kernels take 38.6 ms a step against PyTorch's 37.8 (torch.profiler,
+  profile tables from gpu_check).  The rest of the gap is a wait: brewnet reads the loss and the label checks
+  after backward and before the update (it stops on a non-finite loss or a bad label before a weight changes),
+  so the update's host work is not hidden behind the device's backward, as PyTorch's loop hides it.
+- `-compile` (CUDA graphs) removes the per-layer host work: the thin ResNet-50 runs 3.3-4x PyTorch eager, ResNet-50
+  at batch 8 1.16-1.26x (the target is 1.3x); the update (eager, after the same wait) is what stops it at 16.5 ms against 13 ms of
+  device work.
+- bf16 keeps fp32 activations (an autocast-like mode over fp32 blobs): each convolution casts its input and
+  output, 2-2.7x slower than torch.autocast, whose activations stay bf16.
+"""
 
 
 def main(argv=None):
@@ -200,7 +239,8 @@ written with F.linear / sigmoid / tanh in a Python time loop).  Target (issue 3)
 LMDB -> Data layer (reader thread + prefetch thread, TRAIN phase) -> transformed float32 batches, records per
 second taken by the consumer.
 
-{data}"""
+{data}
+{cuda_section()}"""
     with open(args.output, "w") as f:
         f.write(text)
     progress(f"wrote {args.output} ({elapsed / 60:.1f} min)")
