@@ -467,14 +467,15 @@ class Net(NetDebugInfo):
             self._receivers = receivers
         return self._receivers
 
-    def update(self, ids=None):
+    def update(self, ids=None, diffs=None):
         """data -= diff for every learnable (owned) parameter, or those at positions `ids` of
-        learnable_params; the solver has already scaled the diffs."""
+        learnable_params (`diffs`: their diffs, if the caller has them); the solver has already scaled the
+        diffs."""
         with torch.no_grad():
             # blob.update() for each, in one op: the same element-wise subtraction.
             params = self.learnable_params if ids is None else [self.learnable_params[i] for i in ids]
             if params:                  # torch's foreach ops refuse empty lists
-                torch._foreach_sub_([b.data for b in params], [b.diff for b in params])
+                torch._foreach_sub_([b.data for b in params], diffs or [b.diff for b in params])
 
     def close(self):
         """Stop the threads of prefetching data layers."""

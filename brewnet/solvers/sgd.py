@@ -78,10 +78,12 @@ class SGDSolver(Solver):
         ids = list(ids)
         if not ids:                     # torch's foreach ops refuse empty lists
             return
-        self.normalize_all(ids)
-        self.regularize_all(ids)
-        self.compute_update_values(rate, ids)
-        self.net.update(ids)
+        # The diffs once for all four steps: on a GPU this host work runs while the device waits for it.
+        diffs = self._diffs(ids)
+        self.normalize_all(ids, diffs)
+        self.regularize_all(ids, diffs)
+        self.compute_update_values(rate, ids, diffs)
+        self.net.update(ids, diffs)
 
     # Elements per slice of update_in_chunks: three slices of 1 MiB (data, diff, history) stay in the cache
     # while all five steps pass over them.
@@ -131,32 +133,39 @@ class SGDSolver(Solver):
     # --- the steps over many parameters: one torch._foreach_* op per group of parameters that share a scalar
     # (lr_mult, decay_mult), the very element-wise ops of the per-parameter methods below.
     def _grouped(self, multipliers, ids):
-        """{multiplier: [param ids]} over `ids`, in first-seen order."""
-        groups = {}
-        for param_id in ids:
-            groups.setdefault(multipliers[param_id], []).append(param_id)
-        return groups.items()
+        """[(multiplier, positions in ids)] over `ids`, in first-seen order.  Cached: the Net's multipliers
+        (params_lr, params_weight_decay) are fixed when it is built, and the ids of a step repeat."""
+        key = (id(multipliers), tuple(ids))
+        cache = self.__dict__.setdefault("_group_cache", {})
+        groups = cache.get(key)
+        if groups is None:
+            by_mult = {}
+            for position, param_id in enumerate(ids):
+                by_mult.setdefault(multipliers[param_id], []).append(position)
+            groups = cache[key] = list(by_mult.items())
+        return groups
 
     def _diffs(self, ids):
         params = self.net.learnable_params
         return [params[i].diff for i in ids]
 
-    def normalize_all(self, ids):
+    def normalize_all(self, ids, diffs=None):
         if self.param.iter_size != 1 and ids:
-            torch._foreach_mul_(self._diffs(ids), float(self.F(1) / self.F(self.param.iter_size)))
+            torch._foreach_mul_(diffs or self._diffs(ids), float(self.F(1) / self.F(self.param.iter_size)))
 
-    def regularize_all(self, ids):
+    def regularize_all(self, ids, diffs=None):
         params = self.net.learnable_params
-        for mult, group in self._grouped(self.net.params_weight_decay, ids):
+        diffs = diffs or self._diffs(ids)
+        for mult, positions in self._grouped(self.net.params_weight_decay, ids):
             local_decay = float(self.F(self.param.weight_decay) * self.F(mult))
             if not local_decay:
                 continue
-            data = [params[i].data for i in group]
+            data = [params[ids[k]].data for k in positions]
             if self.param.regularization_type != "L2":     # L1 (validated at construction)
                 data = torch._foreach_sign(data)
-            torch._foreach_add_(self._diffs(group), data, alpha=local_decay)
+            torch._foreach_add_([diffs[k] for k in positions], data, alpha=local_decay)
 
-    def compute_update_values(self, rate, ids):
+    def compute_update_values(self, rate, ids, diffs=None):
         if type(self).compute_update_value is not SGDSolver.compute_update_value:
             # The other solvers' rules (AdaGrad, Adam, ...) go one parameter at a time.
             for param_id in ids:
@@ -165,12 +174,11 @@ class SGDSolver(Solver):
         if not ids:                     # torch's foreach ops refuse empty lists
             return
         history = [self.history[i].data for i in ids]
-        diffs = self._diffs(ids)
+        diffs = diffs or self._diffs(ids)
         torch._foreach_mul_(history, float(self.F(self.param.momentum)))
-        position = {param_id: k for k, param_id in enumerate(ids)}
-        for _, group in self._grouped(self.net.params_lr, ids):
-            torch._foreach_add_([history[position[i]] for i in group], [diffs[position[i]] for i in group],
-                                alpha=self.local_rate(group[0], rate))
+        for _, positions in self._grouped(self.net.params_lr, ids):
+            torch._foreach_add_([history[k] for k in positions], [diffs[k] for k in positions],
+                                alpha=self.local_rate(ids[positions[0]], rate))
         torch._foreach_copy_(diffs, history)
 
     def clip_gradients(self):
