@@ -43,9 +43,12 @@ def four_axes(tensor):
     return tensor if tensor.dim() == 4 else tensor.reshape(tensor.shape[0], tensor.shape[1], -1, 1)
 
 
-def shapes_of(*blob_lists):
-    """The shapes of all blobs in the lists, as one comparable list (torch.Size values: no tuple copies)."""
-    return [b._data.shape for blobs in blob_lists for b in blobs]
+def shapes_of(bottom, top):
+    """The shapes of the blobs of bottom and top, as one comparable list (torch.Size values: no tuple
+    copies).  Every layer's Forward asks, so the usual one bottom, one top goes without a loop."""
+    if len(bottom) == 1 and len(top) == 1:
+        return [bottom[0]._data.shape, top[0]._data.shape]
+    return [b._data.shape for b in bottom] + [b._data.shape for b in top]
 
 
 def _own_references(tensor):

@@ -106,10 +106,10 @@ class BatchNormLayer(Layer):
         # torch's fused kernel: batch mean and 1/sqrt(var + eps) in one pass over x (two-pass variance,
         # accumulated in double), y in a second.  With momentum 1 its "running" outputs are exactly this
         # batch's mean and unbiased variance m/(m-1) * var, the values Caffe adds to its blobs.
-        mean, unbiased_var, _ = self._batch_statistics(x)
+        stats = self._batch_statistics(x)
         y, batch_mean, invstd = torch.ops.aten.native_batch_norm(
-            x, weight, bias, mean, unbiased_var, True, 1.0, self.eps)
-        self._add_to_running_sums(x)
+            x, weight, bias, stats[0], stats[1], True, 1.0, self.eps)
+        self._add_to_running_sums(x, stats)
         return y, batch_mean, invstd
 
     def cudnn_applies(self, x, weight):
@@ -125,23 +125,21 @@ class BatchNormLayer(Layer):
         take 2/3 of the time torch's native ones do).  Returns (y, batch mean, 1 / sqrt(var + eps), cuDNN's
         reserve space, which its backward reads).  With an average factor of 1 cuDNN's running outputs are
         the batch mean and the unbiased variance, as the native kernel's."""
-        mean, unbiased_var, _ = self._batch_statistics(x)
+        stats = self._batch_statistics(x)
         if bias is None:
             bias = torch.zeros_like(weight)
         y, batch_mean, invstd, reserve = torch.ops.aten.cudnn_batch_norm(
-            four_axes(x), weight, bias, mean, unbiased_var, True, 1.0, self.eps)
-        self._add_to_running_sums(x)
+            four_axes(x), weight, bias, stats[0], stats[1], True, 1.0, self.eps)
+        self._add_to_running_sums(x, stats)
         return y.view(x.shape), batch_mean, invstd, reserve
 
-    def _add_to_running_sums(self, x):
-        """blob <- maf * blob + value for the three blobs (batch mean, unbiased variance, 1), rounded as
-        Caffe's axpby (scale, then add); within a Net pass, together with every other BatchNorm's
+    def _add_to_running_sums(self, x, stats):
+        """blob <- maf * blob + value for the three blobs and stats (batch mean, unbiased variance, 1), rounded
+        as Caffe's axpby (scale, then add); within a Net pass, together with every other BatchNorm's
         (core/deferred.py)."""
-        mean, unbiased_var, one = self._batch_statistics(x)
         if x.numel() // self.channels <= 1:
-            unbiased_var.zero_()    # one value per channel: variance 0 (Caffe's correction factor is 1)
-        deferred.scale_add([flat(b.data) for b in self.blobs], self.moving_average_fraction,
-                           [mean, unbiased_var, one])
+            stats[1].zero_()        # one value per channel: variance 0 (Caffe's correction factor is 1)
+        deferred.scale_add([flat(b.data) for b in self.blobs], self.moving_average_fraction, list(stats))
 
     def _batch_statistics(self, x):
         """Buffers for the kernel's "running" outputs (this batch's mean and unbiased variance, momentum 1),
