@@ -113,10 +113,11 @@ class BatchNormLayer(Layer):
         return y, batch_mean, invstd
 
     def cudnn_applies(self, x, weight):
-        """Whether normalize_batch_cudnn can take x: on CUDA, in float32 / float64 as the weight, with more
-        than one value per channel (cuDNN's unbiased variance divides by m - 1).  No test of eps: cuDNN 8 and
-        later have no minimum, and Caffe's default, the proto float 1e-5, reads as 9.99999975e-06 here."""
-        return (x.is_cuda and weight is not None and x.dtype in (torch.float32, torch.float64)
+        """Whether normalize_batch_cudnn can take x: on CUDA, float32 as the weight (the case checked on a GPU
+        against the native kernels, tests/core/test_fusion.py in GPU mode), with more than one value per
+        channel (cuDNN's unbiased variance divides by m - 1).  No test of eps: cuDNN 8 and later have no
+        minimum, and Caffe's default, the proto float 1e-5, reads as 9.99999975e-06 here."""
+        return (x.is_cuda and weight is not None and x.dtype == torch.float32
                 and weight.dtype == x.dtype and torch.backends.cudnn.enabled
                 and x.numel() // self.channels > 1 and x.numel() < 2 ** 31 - 1)
 
