@@ -91,6 +91,24 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 """
 
 
+def test_a_new_batch_size_reshapes_the_fused_pair():
+    """The fused step skips the layers' reshape while the blob keeps its shape; a new batch size must still
+    reach them (BatchNorm's split, the count m in its variance correction)."""
+    results = []
+    for fuse in (True, False):
+        net = block_net(fuse)
+        net.forward_backward()
+        net.blobs["data"].reshape(2, 3, 6, 6)
+        net.blobs["label"].reshape(2)
+        net.blobs["data"].data.copy_(torch.linspace(-2, 2, 216).view(2, 3, 6, 6))
+        net.blobs["label"].data.copy_(torch.tensor([2.0, 0]))
+        loss = net.forward_backward()
+        assert net.layer_by_name("bn").split[0] == 2 and net._group_of[2].fused_forward == fuse
+        results.append((loss, state(net)))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    assert_same_state(results[0][1], results[1][1])
+
+
 def test_batchnorm_on_the_data_before_a_learned_scale():
     # BatchNorm itself needs no backward (its bottom is the data, its statistics are not learned) but Scale
     # does: the fused step must keep its input for Scale's gradients.
