@@ -130,8 +130,8 @@ class SGDSolver(Solver):
 
     _batched_update = None
 
-    # --- the steps over many parameters: one torch._foreach_* op per group of parameters that share a scalar
-    # (lr_mult, decay_mult), the very element-wise ops of the per-parameter methods below.
+    # --- the steps over many parameters (update_batched: `ids` and their diffs): one torch._foreach_* op per
+    # group of parameters that share a scalar (lr_mult, decay_mult), the element-wise ops of the methods below.
     def _grouped(self, multipliers, ids):
         """[(multiplier, positions in ids)] over `ids`, in first-seen order.  Cached: the Net's multipliers
         (params_lr, params_weight_decay) are fixed when it is built, and the ids of a step repeat."""
@@ -149,13 +149,12 @@ class SGDSolver(Solver):
         params = self.net.learnable_params
         return [params[i].diff for i in ids]
 
-    def normalize_all(self, ids, diffs=None):
+    def normalize_all(self, ids, diffs):
         if self.param.iter_size != 1 and ids:
-            torch._foreach_mul_(diffs or self._diffs(ids), float(self.F(1) / self.F(self.param.iter_size)))
+            torch._foreach_mul_(diffs, float(self.F(1) / self.F(self.param.iter_size)))
 
-    def regularize_all(self, ids, diffs=None):
+    def regularize_all(self, ids, diffs):
         params = self.net.learnable_params
-        diffs = diffs or self._diffs(ids)
         for mult, positions in self._grouped(self.net.params_weight_decay, ids):
             local_decay = float(self.F(self.param.weight_decay) * self.F(mult))
             if not local_decay:
@@ -165,7 +164,7 @@ class SGDSolver(Solver):
                 data = torch._foreach_sign(data)
             torch._foreach_add_([diffs[k] for k in positions], data, alpha=local_decay)
 
-    def compute_update_values(self, rate, ids, diffs=None):
+    def compute_update_values(self, rate, ids, diffs):
         if type(self).compute_update_value is not SGDSolver.compute_update_value:
             # The other solvers' rules (AdaGrad, Adam, ...) go one parameter at a time.
             for param_id in ids:
@@ -174,7 +173,6 @@ class SGDSolver(Solver):
         if not ids:                     # torch's foreach ops refuse empty lists
             return
         history = [self.history[i].data for i in ids]
-        diffs = diffs or self._diffs(ids)
         torch._foreach_mul_(history, float(self.F(self.param.momentum)))
         for _, positions in self._grouped(self.net.params_lr, ids):
             torch._foreach_add_([history[k] for k in positions], [diffs[k] for k in positions],
