@@ -19,7 +19,8 @@ the results are rewritten to --out after every section (a run cut off by its tim
 5. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
    device (same process, same float32 / TF32 flags), fp32, fp32 with -compile, and bf16 (brewnet
    `-precision bf16` vs torch.autocast), images/s; ResNet-50 at batch 8 (launch-bound) and 32, and the
-   thin ResNet-50 (benchmarks/models.py: the host's per-layer work alone);
+   thin ResNet-50 (benchmarks/models.py: the host's per-layer work alone); ResNet-50 also with the solver
+   reading the loss before its update ("read-first", Caffe's order; the default reads it after);
 6. the demo on the GPU: `python -m examples.mnist.demo --gpu 0 --iterations 2000`, eager and -compile
    (LMDB data, prefetch threads, test net, on CUDA): test accuracy and time;
 7. data parallel: `caffe train -gpu 0` as one rank of a torchrun job (NCCL, all-reduce, rank 0 tests);
@@ -48,6 +49,11 @@ from .timing import median, paired_ratio, setup_process
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHECK_ITERATIONS = 3
+
+# The timed variants of every model, and for ResNet-50 the same with the loss read before the update (Caffe's
+# order), which shows what reading it after the update (the default on a GPU) gains.
+VARIANTS = ("fp32", "fp32+compile", "bf16")
+READ_FIRST_VARIANTS = ("fp32+readfirst", "fp32+compile+readfirst")
 
 
 def _sync(device):
@@ -135,13 +141,16 @@ def batch_of(name, batch):
 
 
 def time_on_device(name, device, precision, rounds, batch=None):
-    compile_ = precision.endswith("+compile")
-    precision = precision.replace("+compile", "")
+    """`precision`: fp32 / bf16, with "+compile" for the compiled path and "+readfirst" for the solver reading
+    the loss before it issues the update (Caffe's order; solvers/late_read.py: what reading late saves)."""
+    compile_, read_first = "+compile" in precision, "+readfirst" in precision
+    precision = precision.replace("+compile", "").replace("+readfirst", "")
     _use(device)
     with batch_of(name, batch or MODELS[name]["batch"]):
         solver, model, opt, inputs = build(name)
         batch = MODELS[name]["batch"]
     solver.compile = compile_
+    solver.read_after_update = not read_first
     model.to(device)
     inputs = {k: v.to(device) for k, v in inputs.items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
@@ -193,7 +202,8 @@ def time_on_device(name, device, precision, rounds, batch=None):
     train = {"brewnet": times["brewnet_train"], "pytorch": times["pytorch_train"]}
     forward = {"brewnet": times["brewnet_forward"], "pytorch": times["pytorch_forward"]}
     return {
-        "model": name, "precision": precision + (" -compile" if compile_ else ""), "batch": batch,
+        "model": name, "batch": batch,
+        "precision": precision + (" -compile" if compile_ else "") + (" read-first" if read_first else ""),
         "train_brewnet_ms": 1000 * median(times["brewnet_train"]),
         "train_pytorch_ms": 1000 * median(times["pytorch_train"]),
         "train_ratio": paired_ratio(train, "brewnet", "pytorch"),
@@ -244,7 +254,7 @@ def demo_on_device(device, iterations):
 
 
 # Tests that hold on a GPU as on the CPU (net against net, errors): the fused BatchNorm + Scale (cuDNN's
-# kernels on a GPU) against the two layers (torch's native ones), and the deferred label checks.
+# kernels on a GPU) against the two layers (torch's native ones), the deferred label checks, the late read.
 DEVICE_TESTS = ["tests/core/test_fusion.py::test_fused_forward_backward_equals_the_two_layers",
                 "tests/core/test_fusion.py::test_batchnorm_on_the_data_before_a_learned_scale",
                 "tests/core/test_fusion.py::test_fused_step_on_a_2d_blob_with_legacy_4d_statistics"] + [
@@ -253,7 +263,9 @@ DEVICE_TESTS = ["tests/core/test_fusion.py::test_fused_forward_backward_equals_t
         "test_deferred_form_gives_the_same_numbers", "test_forward_raises_the_loss_layers_error_at_its_end",
         "test_forward_loss_leaves_the_check_to_the_caller",
         "test_ignore_label_is_not_an_error_and_accuracy_checks_too",
-        "test_the_solver_step_raises_before_the_update", "test_a_layer_run_on_its_own_checks_at_once")]
+        "test_the_solver_step_raises_before_the_update", "test_a_layer_run_on_its_own_checks_at_once")] + [
+    # The loss read after the update is issued, the default on a GPU (solvers/late_read.py).
+    "tests/solvers/test_late_read.py"]
 
 
 def tests_on_device(device):
@@ -262,8 +274,8 @@ def tests_on_device(device):
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"] + DEVICE_TESTS
     out = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
     lines = (out.stdout + out.stderr).strip().splitlines()
-    return [{"command": f"BREWNET_TEST_MODE=gpu pytest ({len(DEVICE_TESTS)} tests of test_fusion.py and "
-                        "test_device_checks.py)",
+    files = sorted({os.path.basename(test.split("::")[0]) for test in DEVICE_TESTS})
+    return [{"command": f"BREWNET_TEST_MODE=gpu pytest (the tests of {', '.join(files)} that DEVICE_TESTS names)",
              "rc": out.returncode, "seconds": 0, "result": lines[-1] if lines else None,
              "tail": lines[-40:]}]
 
@@ -420,7 +432,7 @@ def main(argv=None):
     rounds = 3 if args.quick else 20
     timings = []
     for name, batch in timed:
-        for variant in ("fp32", "fp32+compile", "bf16"):
+        for variant in VARIANTS + (READ_FIRST_VARIANTS if name == "resnet50" else ()):
             row = _guarded(time_on_device, name, device, variant, rounds, batch)
             if "error" in row:
                 results["failed"].append(f"timing {name} batch {batch} {variant}: {row['error']}")

@@ -103,7 +103,9 @@ class CapturedStep:
             net.backward()
         return loss
 
-    def forward_backward(self):
+    def forward_backward(self, read=True):
+        """The step, replayed; the loss as a float, or (read=False) the graph's 0-d output tensor, which the
+        next replay overwrites."""
         net = self.net
         if self.first:
             net.forward(0, self.first - 1)
@@ -113,7 +115,7 @@ class CapturedStep:
             self.record()
             self.memory = self._memory()
         self.graph.replay()
-        return float(self.loss)
+        return float(self.loss) if read else self.loss
 
     def record(self):
         net = self.net

@@ -292,16 +292,20 @@ class Precision:
         with self.compute(net.device):
             return net.forward(start, end)
 
-    def forward_backward(self, net):
+    def forward_backward(self, net, read=True):
         """net.forward_backward() in this precision; for fp16 the gradients come out multiplied by the loss
         scale (finish_gradients divides them back).  The loss and the layers' checks (labels in range) are
         read once backward is issued: on a GPU, reading them between the passes would make the host wait for
-        the forward kernels before it issues the backward ones."""
+        the forward kernels before it issues the backward ones.  read=False reads nothing: the loss comes
+        back as the device left it and the checks stay pending (net.check_values(); the solver reads both
+        after issuing its update, solvers/late_read.py)."""
         with self.compute(net.device):
             loss = net.forward_loss(check=False)
             if self.scaler is not None:
                 self.scaler.scale_loss(net)
             net.backward()
+        if not read:
+            return loss
         net.check_values()          # a bad label raises here, before the solver's update
         return float(loss)
 

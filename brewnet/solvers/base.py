@@ -12,6 +12,10 @@ One iteration of `step` is Caffe's Solver::Step, in the same order:
                                                  compute_update_value, net.update(); iter += 1
     snapshot every `snapshot` iterations, or when a signal asks for it; stop when a signal asks for it
 
+On an accelerator the loss is read after apply_update is issued, not before (the host issues the update while
+the device still runs backward); a failed label check or a NaN loss then takes the update back before its
+error is raised (late_read.py), so what Caffe's order guarantees still holds.
+
 The update rule and its state (history) belong to the subclasses (sgd.py and the others); this class knows the
 nets, the loop, the logs and the snapshot files.  Log lines are Caffe's, word for word, so that Caffe's own
 parse_log.py and plotting scripts read brewnet's logs.
@@ -30,6 +34,7 @@ from ..errors import BrewnetError, ProtoError, SolverError
 from ..log import get_logger
 from ..proto import caffe_pb2
 from . import lr_policy, snapshot as snap
+from .late_read import LateRead
 
 log = get_logger("solver")
 F = np.float32
@@ -54,7 +59,7 @@ def load_solver_param(path):
     return read_solver_param(path)
 
 
-class Solver:
+class Solver(LateRead):
     type = None     # set by @register_solver
 
     def __init__(self, param, source=None, precision=None):
@@ -263,22 +268,23 @@ class Solver:
                 callback.on_start()
             display = p.display and self.iter % p.display == 0
             self.net.debug_info = bool(display and p.debug_info)
-            loss = 0.0
+            late = self._reads_late(display)
+            losses = []
             for _ in range(p.iter_size):
-                batch_loss = self.forward_backward()
-                if not math.isfinite(batch_loss):
+                batch_loss = self.forward_backward(read=not late)
+                if not late and not math.isfinite(batch_loss):
                     self._stop_on_non_finite(batch_loss)
-                loss += batch_loss
+                losses.append(batch_loss)
             self.precision.unscale(self.net.learnable_params)     # fp16: the diffs carry the loss scale
-            loss = float(F(loss) / F(p.iter_size))
-            self._update_smoothed_loss(loss, start_iter, p.average_loss)
-            if display:
-                self._display()
+            if not late:
+                self._record_loss(losses, start_iter, display)
             for callback in self.callbacks:
                 callback.on_gradients_ready()
+            if late:
+                self._update_then_read(losses, start_iter)
             # fp16: gradients with inf/NaN (checked after the callbacks, so after a data-parallel average, for
             # every rank alike) skip the update; the iteration still counts, as in torch.amp.
-            if self.precision.accept_update(self.net.learnable_params, self.iter):
+            elif self.precision.accept_update(self.net.learnable_params, self.iter):
                 self.apply_update()
             else:
                 self.iter += 1
@@ -294,14 +300,22 @@ class Solver:
     # backward replay from a CUDA graph; elsewhere the eager path.
     _compiled = None
 
-    def forward_backward(self):
-        """One forward and backward of the train net in the solver's precision (compiled when asked)."""
+    def forward_backward(self, read=True):
+        """One forward and backward of the train net in the solver's precision (compiled when asked): the loss
+        as a float, the layers' checks made; read=False: the loss as the device left it, checks pending."""
         if self.compile and self._compiled is None:
             from ..core.capture import compiled_step
             self._compiled = compiled_step(self.net, self.precision) or False
         if self.compile and self._compiled and not self.net.debug_info:    # debug_info logs every layer
-            return self._compiled.forward_backward()
-        return self.precision.forward_backward(self.net)
+            return self._compiled.forward_backward(read)
+        return self.precision.forward_backward(self.net, read)
+
+    def _record_loss(self, losses, start_iter, display, iteration=None):
+        """The iteration's loss (mean over iter_size) into the smoothed loss; the display lines."""
+        loss = float(F(sum(losses)) / F(self.param.iter_size))
+        self._update_smoothed_loss(loss, start_iter, self.param.average_loss, iteration)
+        if display:
+            self._display()
 
     def solve(self, resume_file=None):
         p = self.param
@@ -333,14 +347,15 @@ class Solver:
         for net in [self.net] + list(self.test_nets):
             net.close()
 
-    def _update_smoothed_loss(self, loss, start_iter, average_loss):
-        """Caffe's UpdateSmoothedLoss: running mean over the last `average_loss` iterations of this step()."""
+    def _update_smoothed_loss(self, loss, start_iter, average_loss, iteration=None):
+        """Caffe's UpdateSmoothedLoss: running mean over the last `average_loss` iterations of this step()
+        (`iteration`: the loss's, when the update has counted it already)."""
         if len(self.losses) < average_loss:
             self.losses.append(loss)
             size = len(self.losses)
             self.smoothed_loss = float((F(self.smoothed_loss) * F(size - 1) + F(loss)) / F(size))
         else:
-            index = (self.iter - start_iter) % average_loss
+            index = ((self.iter if iteration is None else iteration) - start_iter) % average_loss
             self.smoothed_loss = float(F(self.smoothed_loss) + (F(loss) - F(self.losses[index])) / F(average_loss))
             self.losses[index] = loss
 
