@@ -151,6 +151,9 @@ What the CUDA figures rest on (session 5, the first with a GPU; DEVELOPERS.md, "
 - `-compile` (CUDA graphs) removes the per-layer host work: the thin ResNet-50 runs 3.3-4x PyTorch eager, ResNet-50
   at batch 8 1.16-1.26x (the target is 1.3x); the update (eager, after the same wait) is what stops it at 16.5 ms against 13 ms of
   device work.
+- Since session 6 (no GPU, so not in the table above yet): on a GPU the solver reads the loss after issuing the
+  update (solvers/late_read.py), which is what the two bullets above point at; gpu_check now times ResNet-50
+  both ways (the "read-first" rows are the old order).
 - bf16 keeps fp32 activations (an autocast-like mode over fp32 blobs): each convolution casts its input and
   output, 2-2.7x slower than torch.autocast, whose activations stay bf16.
 """

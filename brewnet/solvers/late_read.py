@@ -12,11 +12,21 @@ and reads late all the same: on an accelerator Solver.step saves the parameters,
 and `current_step` here (device-to-device copies, issued behind backward), issues the update, then reads the
 loss and the layers' checks; when they fail, `restore` puts everything back before the error is raised.
 The copies cost twice the parameters' memory on the device and two passes over it per step (ResNet-50:
-200 MB, about 0.1 ms on an H200); the CPU has nothing to overlap and reads first (no copies).
+200 MB, about 0.1 ms on an H200); BREWNET_READ_FIRST=1 reads first instead, without them.  The CPU has
+nothing to overlap and always reads first (no copies).
 """
 import math
+import os
 
 import torch
+
+# Set to 1 to read first on accelerators too, without the copies (a net whose parameters only just fit).
+READ_FIRST_VARIABLE = "BREWNET_READ_FIRST"
+
+
+def reads_late_by_default(device):
+    """Whether a solver on `device` reads its loss after the update unless told otherwise."""
+    return torch.device(device).type != "cpu" and os.environ.get(READ_FIRST_VARIABLE, "0") in ("", "0")
 
 
 class UpdateUndo:
@@ -57,10 +67,11 @@ class LateRead:
     def read_after_update(self):
         """Whether a step issues its update before it reads the loss (taking the update back when the loss or
         a layer's check fails).  Default: on an accelerator, where the host then issues the update while the
-        device still runs backward.  Assign True/False to override (the tests run it on the CPU)."""
+        device still runs backward, unless $BREWNET_READ_FIRST=1.  Assign True/False to override (the tests
+        run it on the CPU)."""
         if self._read_after_update is not None:
             return self._read_after_update
-        return torch.device(self.net.device).type != "cpu"
+        return reads_late_by_default(self.net.device)
 
     @read_after_update.setter
     def read_after_update(self, value):

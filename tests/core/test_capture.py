@@ -93,6 +93,20 @@ def test_data_layers_run_outside_and_python_layers_are_refused():
         check_recordable(Net(parse_text(text, caffe_pb2.NetParameter())), 1)
 
 
+def test_the_memory_check_sees_a_moved_or_reshaped_blob():
+    net = small_net()
+    step = CapturedStep(net, Precision("fp32"))
+    net.forward_backward()
+    recorded = step._memory()
+    assert len(recorded) == len(net._blobs) + sum(len(layer.blobs) for layer in net.layers)
+    assert step._memory() == recorded
+    net.blobs["ip"].data = net.blobs["ip"].data.clone()         # a layer handing its top a fresh tensor
+    assert step._memory() != recorded
+    recorded = step._memory()
+    net.blobs["pool"].reshape((8, 36))                          # the same count: the memory stays, the shape not
+    assert step._memory() != recorded and net.blobs["pool"].count() == 8 * 4 * 3 * 3
+
+
 def test_a_filter_layer_is_refused_by_name():
     net = Net(parse_text("""
         layer { name: "in" type: "Input" top: "x" top: "keep" input_param { shape { dim: 4 dim: 3 } shape { dim: 4 } } }

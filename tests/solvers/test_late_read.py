@@ -12,6 +12,7 @@ from brewnet.errors import LayerError, SolverError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from brewnet.solvers import get_solver
+from brewnet.solvers.late_read import READ_FIRST_VARIABLE, reads_late_by_default
 
 from ._nets import BASE_TEXT, linear_solver, params_of
 
@@ -131,3 +132,11 @@ def test_the_copies_hold_what_the_last_update_started_from():
     assert len(copies) == 4 + 2 * 4
     assert all(torch.equal(c, t) for c, t in zip(copies, params + history))
     assert not torch.equal(copies[0], solver.net.learnable_params[0].data)
+
+
+def test_accelerators_read_late_unless_told_to_read_first(monkeypatch):
+    monkeypatch.delenv(READ_FIRST_VARIABLE, raising=False)
+    assert reads_late_by_default("cuda:0") and not reads_late_by_default("cpu")
+    assert make_solver(read_after_update=None).read_after_update is False      # this machine: the CPU
+    monkeypatch.setenv(READ_FIRST_VARIABLE, "1")
+    assert not reads_late_by_default(torch.device("cuda", 1))
