@@ -40,12 +40,14 @@ class UpdateUndo:
     def _state(self):
         """The tensors apply_update writes: every learnable parameter's data and every history blob."""
         solver = self.solver
-        return [p.data for p in solver.net.learnable_params] + [h.data for h in getattr(solver, "history", ())]
+        return [p._data for p in solver.net.learnable_params] + [h._data for h in getattr(solver, "history", ())]
 
     def save(self):
+        # The copies are made once: a parameter keeps its shape for the life of a Net (Caffe's too: loading
+        # weights checks shapes, reshaping touches only the data blobs), so only their number is checked
+        # here, in the host time of every step.
         tensors = self._state()
-        if self.copies is None or len(self.copies) != len(tensors) or any(
-                c.shape != t.shape or c.device != t.device for c, t in zip(self.copies, tensors)):
+        if self.copies is None or len(self.copies) != len(tensors):
             self.copies = [torch.empty_like(t) for t in tensors]
         if tensors:
             torch._foreach_copy_(self.copies, tensors)
