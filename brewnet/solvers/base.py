@@ -14,7 +14,7 @@ One iteration of `step` is Caffe's Solver::Step, in the same order:
 
 On an accelerator the loss is read after apply_update is issued, not before (the host issues the update while
 the device still runs backward); a failed label check or a NaN loss then takes the update back before its
-error is raised (late_read.py), so what Caffe's order guarantees still holds.
+error is raised (late_read.py), so what the read-first order guarantees still holds.
 
 The update rule and its state (history) belong to the subclasses (sgd.py and the others); this class knows the
 nets, the loop, the logs and the snapshot files.  Log lines are Caffe's, word for word, so that Caffe's own

@@ -7,10 +7,11 @@ device finishes backward, idles while the host works out and issues the update (
 ResNet-50), runs it, and idles again while the host issues the next forward.  A PyTorch loop reads
 `loss.item()` after `optimizer.step()`, so its update is issued while backward still runs.
 
-brewnet keeps Caffe's guarantees (a label out of range or a NaN loss stops training before a weight changes)
-and reads late all the same: on an accelerator Solver.step saves the parameters, the solver's history, `iter`
-and `current_step` here (device-to-device copies, issued behind backward), issues the update, then reads the
-loss and the layers' checks; when they fail, `restore` puts everything back before the error is raised.
+brewnet keeps what the read-first order guarantees (a label out of range, which Caffe checks, or a NaN
+loss, which brewnet adds, stops training before a weight changes) and reads late all the same: on an
+accelerator Solver.step saves the parameters, the solver's history, `iter` and `current_step` here
+(device-to-device copies, issued behind backward), issues the update, then reads the loss and the layers'
+checks; when they fail, `restore` puts everything back before the error is raised.
 The copies cost twice the parameters' memory on the device and two passes over it per step (ResNet-50:
 200 MB, about 0.1 ms on an H200); BREWNET_READ_FIRST=1 reads first instead, without them.  The CPU has
 nothing to overlap and always reads first (no copies).
