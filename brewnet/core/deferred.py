@@ -27,7 +27,8 @@ _local = threading.local()
 GATHER_CPU_GRADIENTS = False
 
 
-def _active():
+def active():
+    """The innermost open gathered scope, or None."""
     stack = getattr(_local, "stack", None)
     return stack[-1] if stack else None
 
@@ -48,6 +49,7 @@ class Gathered:
         self.targets, self.factors, self.values = [], [], []
         self.diff_blobs, self.diff_values = [], []
         self.keys = set()
+        self.deferred = []          # callables run when the scope applies (running_sums.RunningSums.flush)
 
     def _claim(self, keys):
         keys = set(keys)
@@ -66,11 +68,15 @@ class Gathered:
         self.diff_blobs += blobs
         self.diff_values += values
 
+    def defer(self, apply):
+        """Call `apply()` when the scope applies its updates."""
+        self.deferred.append(apply)
+
     def holds(self, blobs):
         return bool(self.keys.intersection(_blob_key(b) for b in blobs))
 
     def apply(self):
-        targets, factors, values = self.targets, self.factors, self.values
+        targets, factors, values, calls = self.targets, self.factors, self.values, self.deferred
         for blob, value in zip(self.diff_blobs, self.diff_values):
             if blob._diff is None:
                 blob.accumulate_diff(value)             # a cleared diff: the gradient becomes it
@@ -90,6 +96,8 @@ class Gathered:
             for factor, scaled in by_factor.items():
                 torch._foreach_mul_(scaled, factor)
             torch._foreach_add_([m[0] for m in members], [m[2] for m in members])
+        for apply in calls:
+            apply()
 
 
 @contextlib.contextmanager
@@ -110,7 +118,7 @@ def gathered():
 
 def scale_add(targets, factor, values):
     """targets[i] <- factor * targets[i] + values[i] (scale, then add, as Caffe's axpby rounds)."""
-    scope = _active()
+    scope = active()
     if scope is None:
         torch._foreach_mul_(targets, factor)
         torch._foreach_add_(targets, values)
@@ -121,7 +129,7 @@ def scale_add(targets, factor, values):
 def add_to_diffs(blobs, values):
     """blob.diff += value for parameter blobs (Blob.accumulate_diff: a cleared diff takes the value itself,
     so the values must be fresh tensors the caller drops, such as a kernel's outputs)."""
-    scope = _active()
+    scope = active()
     if scope is not None and values and values[0].is_cpu and not GATHER_CPU_GRADIENTS:
         scope = None
     if scope is None:

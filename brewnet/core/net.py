@@ -10,8 +10,9 @@ Assembly follows Caffe's Net::Init step by step, each step a method below:
   4. backward analysis: which layers and bottoms need backward (lr_mult, loss contribution, propagate_down,
                       force_backward)
   5. outputs:         the blobs no layer consumed
-  6. run plan:        which tops keep their data until backward (Layer.top_data_kept), and which runs of
-                      layers execute as one fused step (fusion.py: BatchNorm + Scale in place)
+  6. run plan:        which tops keep their data until backward (Layer.top_data_kept), which runs of
+                      layers execute as one fused step (fusion.py: BatchNorm + Scale in place), and the
+                      BatchNorm statistics packed into one tensor (running_sums.py)
 """
 import collections
 import contextlib
@@ -23,7 +24,7 @@ from ..errors import BrewnetError, NetError
 from ..log import get_logger
 from ..proto import caffe_pb2
 from ..proto.io import read_net_param
-from . import common, deferred, device_checks, fusion
+from . import common, deferred, device_checks, fusion, running_sums
 from .blob import Blob
 from .debug_info import NetDebugInfo, fmt as _fmt
 from .insert_splits import insert_splits
@@ -38,6 +39,9 @@ class Net(NetWeights, NetDebugInfo):
     # Run fusable layer groups (fusion.py) as one step in forward/backward.  Assign False on a net, or set
     # BREWNET_FUSE=0 in the environment, to run every layer on its own.
     fuse_layers = os.environ.get("BREWNET_FUSE", "1") != "0"
+    # Keep the TRAIN-mode BatchNorm statistics in one tensor per net, updated in two ops a pass
+    # (running_sums.py).  Read when the net is built.
+    pack_running_sums = True
 
     def __init__(self, param, phase=None, level=0, stages=(), weights=None, dtype=None, device=None):
         if isinstance(param, (str, os.PathLike)):
@@ -131,6 +135,8 @@ class Net(NetWeights, NetDebugInfo):
         self.blobs = collections.OrderedDict((n, b) for n, b in zip(self.blob_names, self._blobs))
         self._layer_index = {n: i for i, n in enumerate(self.layer_names)}
         self._share_weights()
+        if self.pack_running_sums:
+            self._running_sums = running_sums.pack(self)
         log.info("Network initialization done.")
 
     def _new_blob(self, name):

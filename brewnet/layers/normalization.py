@@ -137,10 +137,15 @@ class BatchNormLayer(Layer):
     def _add_to_running_sums(self, x, stats):
         """blob <- maf * blob + value for the three blobs and stats (batch mean, unbiased variance, 1), rounded
         as Caffe's axpby (scale, then add); within a Net pass, together with every other BatchNorm's
-        (core/deferred.py)."""
+        (core/running_sums.py, or core/deferred.py for a layer outside the Net's packed statistics)."""
         if x.numel() // self.channels <= 1:
             stats[1].zero_()        # one value per channel: variance 0 (Caffe's correction factor is 1)
-        deferred.scale_add([flat(b.data) for b in self.blobs], self.moving_average_fraction, list(stats))
+        if self.running_sums is None or not self.running_sums.add(self):
+            deferred.scale_add([flat(b.data) for b in self.blobs], self.moving_average_fraction, list(stats))
+
+    # The Net's packed statistics this layer belongs to (core/running_sums.py), if any: its blobs and batch
+    # buffers are then views of one tensor per net that a pass updates in two ops.
+    running_sums = None
 
     def _batch_statistics(self, x):
         """Buffers for the kernel's "running" outputs (this batch's mean and unbiased variance, momentum 1),
