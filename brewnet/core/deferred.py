@@ -17,6 +17,8 @@ import threading
 
 import torch
 
+from .blob import scale_all
+
 _local = threading.local()
 
 # On the CPU an op is a function call, not a kernel launch, so gathering gradients saves nothing there: a
@@ -94,7 +96,7 @@ class Gathered:
                 if factor is not None:
                     by_factor.setdefault(factor, []).append(target)
             for factor, scaled in by_factor.items():
-                torch._foreach_mul_(scaled, factor)
+                scale_all(scaled, factor)
             torch._foreach_add_([m[0] for m in members], [m[2] for m in members])
         for apply in calls:
             apply()
@@ -120,7 +122,7 @@ def scale_add(targets, factor, values):
     """targets[i] <- factor * targets[i] + values[i] (scale, then add, as Caffe's axpby rounds)."""
     scope = active()
     if scope is None:
-        torch._foreach_mul_(targets, factor)
+        scale_all(targets, factor)
         torch._foreach_add_(targets, values)
     else:
         scope.scale_add(list(targets), factor, list(values))

@@ -39,6 +39,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import BrewnetError
 from ..log import get_logger
+from .blob import scale_all
 
 log = get_logger("precision")
 
@@ -225,7 +226,7 @@ class LossScaler:
         """Divide the accumulated parameter diffs by S."""
         diffs = [p.diff for p in params]
         if diffs:
-            torch._foreach_mul_(diffs, 1.0 / self.scale)
+            scale_all(diffs, 1.0 / self.scale)
 
     @staticmethod
     def all_finite(params):

@@ -25,6 +25,7 @@ kernels need other buffers (another dtype) is no longer packed: it updates its o
 import torch
 
 from . import deferred
+from .blob import scale_all
 
 
 class RunningSums:
@@ -100,7 +101,7 @@ class RunningSums:
             self.sums.add_(self.batch)
             return
         sums = [self.sums[self.slices[layer]] for layer in layers]
-        torch._foreach_mul_(sums, self.maf)
+        scale_all(sums, self.maf)
         torch._foreach_add_(sums, [self.batch[self.slices[layer]] for layer in layers])
 
 

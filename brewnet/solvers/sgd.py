@@ -19,7 +19,7 @@ The history (one blob per learnable parameter; Adam and AdaDelta keep two) is wh
 import numpy as np
 import torch
 
-from ..core.blob import Blob
+from ..core.blob import Blob, scale_all
 from ..errors import SolverError
 from ..proto import caffe_pb2
 from ..proto.io import read_binary, write_binary
@@ -59,9 +59,7 @@ class SGDSolver(Solver):
             elif type(self).compute_update_value is SGDSolver.compute_update_value:
                 # Plain SGD on the CPU: small parameters (biases, BatchNorm statistics, thin layers) in a few
                 # multi-tensor ops, where a loop would spend its time calling; large ones slice by slice.
-                small, large = [], []
-                for i in every:
-                    (small if self.net.learnable_params[i].count() <= self.CHUNK else large).append(i)
+                small, large = self._small_and_large()
                 self.update_batched(small, rate)
                 self.update_in_chunks(large, rate)
             else:
@@ -71,6 +69,16 @@ class SGDSolver(Solver):
                     self.compute_update_value(param_id, rate)
                 self.net.update()
         self.iter += 1
+
+    def _small_and_large(self):
+        """The learnable parameters' positions split at CHUNK values (kept: their sizes never change)."""
+        key = (len(self.net.learnable_params), self.CHUNK)
+        if getattr(self, "_split", (None,))[0] != key:
+            small, large = [], []
+            for i, param in enumerate(self.net.learnable_params):
+                (small if param.count() <= self.CHUNK else large).append(i)
+            self._split = (key, small, large)
+        return self._split[1:]
 
     def update_batched(self, ids, rate):
         """Caffe's loop and Net::Update for the parameters `ids`, each step as torch._foreach_* ops over all
@@ -151,7 +159,7 @@ class SGDSolver(Solver):
 
     def normalize_all(self, ids, diffs):
         if self.param.iter_size != 1 and ids:
-            torch._foreach_mul_(diffs, float(self.F(1) / self.F(self.param.iter_size)))
+            scale_all(diffs, float(self.F(1) / self.F(self.param.iter_size)))
 
     def regularize_all(self, ids, diffs):
         params = self.net.learnable_params
@@ -173,7 +181,7 @@ class SGDSolver(Solver):
         if not ids:                     # torch's foreach ops refuse empty lists
             return
         history = [self.history[i].data for i in ids]
-        torch._foreach_mul_(history, float(self.F(self.param.momentum)))
+        scale_all(history, float(self.F(self.param.momentum)))
         for _, positions in self._grouped(self.net.params_lr, ids):
             torch._foreach_add_([history[k] for k in positions], [diffs[k] for k in positions],
                                 alpha=self.local_rate(ids[positions[0]], rate))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from brewnet.core.blob import Blob, proto_shape
+from brewnet.core.blob import Blob, proto_shape, scale_all
 from brewnet.errors import BrewnetError
 from brewnet.proto import caffe_pb2
 
@@ -135,3 +135,13 @@ def test_release_data_only_when_nothing_else_holds_the_memory():
     other.data = torch.zeros(2, 3)
     released = b.release_data()
     assert released is True and b.count() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scale_all_rounds_as_one_multiplication_per_tensor(dtype):
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(n, generator=g, dtype=dtype) * 1e3 for n in (1, 7, 300)]
+    expected = [t.clone().mul_(0.9) for t in tensors]      # 0.9: not exact in binary, so rounding shows
+    scale_all(tensors, 0.9)
+    for got, want in zip(tensors, expected):
+        assert got.dtype == dtype and torch.equal(got, want)
