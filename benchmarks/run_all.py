@@ -88,7 +88,14 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   Scale runs torch's kernel on the 4-D blob (no views in and out), and a layer handing its top's memory to a
   kernel leaves a shared empty placeholder; plain SGD updates the small parameters (biases, BatchNorm
   statistics) batched.  Thin ResNet-50 train ratio 2.16 -> 1.33 (forward 1.92 -> 1.48), `resnet50_overhead`
-  1.15 -> 1.08.  What remains is Python per layer (about 4 us a layer and pass); `-compile` removes it on a GPU.
+  1.15 -> 1.08.  Then (session 7) two costs hidden inside single C++ calls: the BatchNorm running sums, 159
+  small tensors in two multi-tensor ops a pass, which on the CPU loop over them (0.6 ms, as much as the 53
+  batch-norm kernels), now live in one tensor per net updated in two ops (core/running_sums.py); and
+  `torch._foreach_mul_` by a Python float, which on the CPU wraps the scalar into a new tensor per element
+  (the SGD momentum step: 4x cheaper by a 0-d tensor, `blob.scale_all`).  Thin ResNet-50 1.33 -> 1.16
+  (forward 1.48 -> 1.22), bit-identical numbers.  What remains is Python per layer (about 4 us a layer and
+  pass) and the update of the 159 statistics (lr_mult 0, updated as Caffe does); `-compile` removes the
+  per-layer part on a GPU.
 - Peak memory of GoogLeNet and ResNet-50: brewnet keeps, as Caffe does, every blob's data and diff for the
   whole iteration (PyTorch frees activations and gradients during backward).  Sharing a diff with the top
   for Split/Eltwise-SUM bottoms is the next step; it needs care where pycaffe users read diffs.
@@ -154,6 +161,9 @@ What the CUDA figures rest on (session 5, the first with a GPU; DEVELOPERS.md, "
 - Since session 6 (no GPU, so not in the table above yet): on a GPU the solver reads the loss after issuing the
   update (solvers/late_read.py), which is what the two bullets above point at; gpu_check now times ResNet-50
   both ways (the "read-first" rows are the old order).
+- Since session 7 (no GPU either): less host work per step on any device (the packed BatchNorm statistics:
+  two ops a pass instead of 159-tensor lists built layer by layer; `clear_param_diffs` and SGD keep their
+  per-parameter plans), measured on the CPU's thin ResNet-50 (1.33 -> 1.16); not yet on a GPU.
 - bf16 keeps fp32 activations (an autocast-like mode over fp32 blobs): each convolution casts its input and
   output, 2-2.7x slower than torch.autocast, whose activations stay bf16.
 """

@@ -113,7 +113,7 @@ def pack(net):
         if owner >= 0:
             shared |= {id(net.params[i]), id(net.params[owner])}
     groups = {}
-    for layer_id, layer in enumerate(net.layers):
+    for layer in net.layers:
         if layer.type != "BatchNorm" or layer.use_global_stats or len(layer.blobs) != 3:
             continue
         if any(id(blob) in shared for blob in layer.blobs):
