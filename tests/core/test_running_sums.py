@@ -162,3 +162,24 @@ def test_the_fused_batchnorm_scale_of_a_resnet_block_packs_too(monkeypatch):
         nets.append(net)
     assert [layer.name for layer in nets[1]._running_sums[0].layers] == ["bn", "bn_b"]
     assert_identical(statistics(nets[0]), statistics(nets[1]))
+
+
+def test_pycaffe_arrays_on_packed_statistics_read_and_write_the_net(tmp_path, monkeypatch):
+    import caffe
+    path = tmp_path / "bns.prototxt"
+    path.write_text(NET % dict(bn1="", bn2="", bn3=""))
+    nets = []
+    for packed in (False, True):
+        monkeypatch.setattr(Net, "pack_running_sums", packed)
+        torch.manual_seed(0)
+        net = caffe.Net(str(path), caffe.TRAIN)
+        held = net.params["bn2"][2].data             # a NumPy array over the blob's memory
+        net.params["bn2"][0].data[...] = 100.0          # written through NumPy
+        net.blobs["data"].data[...] = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(3)).numpy()
+        net.forward()
+        assert held[0] == 1.0                           # the array sees the pass's update
+        nets.append({name: [p.data.copy() for p in params] for name, params in net.params.items()})
+    for name in nets[0]:
+        for a, b in zip(nets[0][name], nets[1][name]):
+            assert (a == b).all(), name
+    assert nets[1]["bn2"][0].min() > 99.0
