@@ -70,10 +70,12 @@ class SGDSolver(Solver):
                 self.net.update()
         self.iter += 1
 
+    _split = (None,)
+
     def _small_and_large(self):
         """The learnable parameters' positions split at CHUNK values (kept: their sizes never change)."""
         key = (len(self.net.learnable_params), self.CHUNK)
-        if getattr(self, "_split", (None,))[0] != key:
+        if self._split[0] != key:
             small, large = [], []
             for i, param in enumerate(self.net.learnable_params):
                 (small if param.count() <= self.CHUNK else large).append(i)
