@@ -6,9 +6,15 @@ kernels (`aten.convolution_backward`), and it does not know `aten.convolution`. 
 therefore has two parts:
 
     torch.autocast(device_type, dtype)     for layer code written with torch.nn.functional (e.g. Python layers)
-    LowPrecisionCompute(dtype)             a TorchFunctionMode for the matmul-class ops of every layer:
+    LowPrecisionCompute(dtype)             a TorchFunctionMode for the matmul-class ops of the layers:
                                            convolution (forward and backward), mm / addmm / bmm / matmul / mv,
                                            linear, einsum, tensordot
+
+The mode is not entered over whole passes: a TorchFunctionMode routes every torch call made under it
+through Python, which for ResNet-50 was 5,400 calls a step for 109 matmul-class ones (a bf16 step of the
+thin ResNet-50 on the CPU cost 1.75 fp32 ones).  The hot layers hand their kernels to it one by one
+(`lowered_call`: Convolution, Deconvolution, InnerProduct); layers with matmuls among many other ops run
+their forward and backward under it (`lowered` methods: RNN/LSTM, Python layers).
 
 A matmul-class op runs on inputs rounded to bf16/fp16 (the kernel accumulates in fp32) and its result is
 stored back in the caller's precision: new tensors come back fp32, `out=` tensors are filled, and in-place
@@ -30,8 +36,10 @@ parameter diffs are divided by S.  If any of them is inf/NaN the update is skipp
     # `caffe train -precision bf16`, caffe.set_precision("bf16") / BREWNET_PRECISION=bf16
 """
 import contextlib
+import functools
 import math
 import os
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -81,8 +89,9 @@ def _functional_ops():
     aten = torch.ops.aten
     ops = [torch.mm, torch.matmul, torch.bmm, torch.addmm, torch.baddbmm, torch.addbmm, torch.mv, torch.addmv,
            torch.einsum, torch.tensordot, torch.chain_matmul,
-           torch.Tensor.mm, torch.Tensor.matmul, torch.Tensor.__rmatmul__, torch.Tensor.bmm, torch.Tensor.addmm,
-           torch.Tensor.baddbmm, torch.Tensor.addbmm, torch.Tensor.mv, torch.Tensor.addmv,
+           torch.Tensor.mm, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
+           torch.Tensor.bmm, torch.Tensor.addmm, torch.Tensor.baddbmm, torch.Tensor.addbmm, torch.Tensor.mv,
+           torch.Tensor.addmv,
            F.linear, F.bilinear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
            F.conv_transpose3d,
            torch.convolution, aten.convolution, aten.convolution_backward, aten._convolution, aten.mm,
@@ -95,11 +104,12 @@ _OUT_OVERLOADS = {torch.ops.aten.convolution.out: torch.ops.aten.convolution.def
 
 
 def _weight_positions():
-    """Where the convolution ops take the weight: its low-precision copy is made once per compute context
-    (a training step) and reused by the backward, instead of once per call."""
+    """Where the convolution ops take the weight and bias: their low-precision copies are made once per
+    compute context (a training step) and reused by the backward, instead of once per call."""
     aten = torch.ops.aten
-    return {torch.convolution: 1, aten.convolution: 1, aten.convolution.default: 1, aten.convolution.out: 1,
-            aten.convolution_backward: 2}
+    forward = (1, 2)
+    return {torch.convolution: forward, aten.convolution: forward, aten.convolution.default: forward,
+            aten.convolution.out: forward, aten.convolution_backward: (2,)}
 
 
 def _accumulating_ops():
@@ -124,7 +134,10 @@ class LowPrecisionCompute(TorchFunctionMode):
         self.weight_casts = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        return self.call(func, args, kwargs or {})
+
+    def call(self, func, args, kwargs):
+        """func(*args, **kwargs), a matmul-class op in self.dtype and any other op as it is."""
         if func in self.FUNCTIONAL:
             return self._functional(func, args, kwargs)
         product = self.ACCUMULATING.get(func)
@@ -137,8 +150,8 @@ class LowPrecisionCompute(TorchFunctionMode):
             if x.is_floating_point() and x.dtype != self.dtype and x.element_size() > 2:
                 return x.to(self.dtype)
             return x
-        if isinstance(x, (list, tuple)):
-            return type(x)(self._low(v) for v in x)
+        if isinstance(x, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in x):
+            return type(x)(self._low(v) for v in x)      # einsum's operands; not strides and paddings
         return x
 
     def _functional(self, func, args, kwargs):
@@ -146,8 +159,8 @@ class LowPrecisionCompute(TorchFunctionMode):
         if home is None:
             return func(*args, **kwargs)
         out = kwargs.pop("out", None)
-        weight = self.WEIGHTS.get(func)
-        low_args = [self._low_weight(a) if i == weight else self._low(a) for i, a in enumerate(args)]
+        weights = self.WEIGHTS.get(func, ())
+        low_args = [self.low_weight(a) if i in weights else self._low(a) for i, a in enumerate(args)]
         func = _OUT_OVERLOADS.get(func, func)
         result = func(*low_args, **{k: self._low(v) for k, v in kwargs.items()})
         if out is not None:
@@ -155,12 +168,13 @@ class LowPrecisionCompute(TorchFunctionMode):
             return out
         return _cast(result, home)
 
-    def _low_weight(self, w):
+    def low_weight(self, w):
         """The weight in low precision, cast once per context: the version counter tells whether it was
-        written since (the solver's update writes between steps, so within a step it never is)."""
+        written since (the solver's update writes between steps, so within a step it never is).  The
+        strides tell a weight from its transpose."""
         if not isinstance(w, torch.Tensor):
             return self._low(w)
-        key = (w.data_ptr(), w._version, w.shape, w.dtype)
+        key = (w.data_ptr(), w._version, w.shape, w.stride(), w.dtype)
         entry = self.weight_casts.get(key)
         if entry is None:
             entry = self.weight_casts[key] = (w, self._low(w))
@@ -173,6 +187,63 @@ class LowPrecisionCompute(TorchFunctionMode):
         if beta != 1:
             acc.mul_(beta)
         return acc.add_(p, alpha=alpha)       # add_ promotes the bf16 product into the fp32 accumulator
+
+
+class _ThisThread(threading.local):
+    mode = None         # the LowPrecisionCompute of the compute context active on this thread, if any
+
+
+_this_thread = _ThisThread()
+
+
+@contextlib.contextmanager
+def _lowering(dtype):
+    """The scope of a compute context: `lowered` methods called inside run under one LowPrecisionCompute,
+    whose weight casts the whole context (a training step's forward and backward) shares."""
+    previous = _this_thread.mode
+    _this_thread.mode = LowPrecisionCompute(dtype)
+    try:
+        yield
+    finally:
+        _this_thread.mode = previous
+
+
+def compute_mode():
+    """The LowPrecisionCompute of the compute context active on this thread; None outside one and in fp32."""
+    return _this_thread.mode
+
+
+def lowered_call(func, *args, **kwargs):
+    """func(*args, **kwargs) for a matmul-class op a layer calls: in the compute context's precision, or as
+    it is outside one.  The layers' hot kernels call this instead of running under the mode (`lowered`),
+    which would also route the layer's other torch calls through Python."""
+    mode = _this_thread.mode
+    return func(*args, **kwargs) if mode is None else mode.call(func, args, kwargs)
+
+
+def lowered_weight(w):
+    """A layer's weight as a lowered_call should take it: its low-precision copy of this compute context
+    (made once, shared by forward and backward), or `w` itself outside one."""
+    mode = _this_thread.mode
+    return w if mode is None else mode.low_weight(w)
+
+
+def lowered(method):
+    """Decorator for a layer method that calls matmul-class ops among many others (RNN/LSTM, Python
+    layers): inside a low-precision compute context it runs under the context's LowPrecisionCompute, else
+    as it is (one attribute read)."""
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        mode = _this_thread.mode
+        if mode is None:
+            return method(*args, **kwargs)
+        _this_thread.mode = None            # a lowered method calling another enters the mode once
+        try:
+            with mode:
+                return method(*args, **kwargs)
+        finally:
+            _this_thread.mode = mode
+    return run
 
 
 def _home_dtype(args):
@@ -280,13 +351,14 @@ class Precision:
         return self.mode != FP32
 
     def compute(self, device="cpu"):
-        """The context a net's forward/backward runs in: nothing for fp32, autocast + LowPrecisionCompute else."""
+        """The context a net's forward/backward runs in: nothing for fp32; else autocast, with the `lowered`
+        layer methods under one LowPrecisionCompute."""
         if not self.enabled:
             return contextlib.nullcontext()
         device_type = torch.device(device).type
         stack = contextlib.ExitStack()
         stack.enter_context(torch.autocast(device_type=device_type, dtype=self.dtype))
-        stack.enter_context(LowPrecisionCompute(self.dtype))
+        stack.enter_context(_lowering(self.dtype))
         return stack
 
     def forward(self, net, start=None, end=None):

@@ -9,6 +9,7 @@ from ..core import common, deferred
 from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
+from ..core.precision import lowered_call, lowered_weight
 from ..core.registry import register_layer
 from ..errors import BrewnetError, LayerError
 from ..proto import caffe_pb2
@@ -124,16 +125,16 @@ class InnerProductLayer(Layer):
         self.remember_shapes(bottom, top)
 
     def _weight_nk(self):
-        w = self.blobs[0].data
+        w = lowered_weight(self.blobs[0].data)
         return w.t() if self.transpose else w
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.M, self.K)
         y = top[0].data.view(self.M, self.num_output)
         if self.bias_term:
-            torch.addmm(self.blobs[1].data, x, self._weight_nk().t(), out=y)
+            lowered_call(torch.addmm, self.blobs[1].data, x, self._weight_nk().t(), out=y)
         else:
-            torch.mm(x, self._weight_nk().t(), out=y)
+            lowered_call(torch.mm, x, self._weight_nk().t(), out=y)
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.view(self.M, self.num_output)
@@ -143,13 +144,13 @@ class InnerProductLayer(Layer):
             weight = self.blobs[0]
             if weight.diff_released():
                 # Cleared for this iteration (Net.clear_param_diffs): the product becomes the diff.
-                deferred.add_to_diffs([weight], [torch.mm(a, b)])
+                deferred.add_to_diffs([weight], [lowered_call(torch.mm, a, b)])
             else:
-                weight.diff.addmm_(a, b)        # accumulate in the one kernel
+                lowered_call(torch.Tensor.addmm_, weight.diff, a, b)    # accumulate in the one kernel
         if self.bias_term and self.param_propagate(1):
             deferred.add_to_diffs([self.blobs[1]], [dy.sum(0)])
         if propagate_down[0]:
-            torch.mm(dy, self._weight_nk(), out=bottom[0].diff.view(self.M, self.K))
+            lowered_call(torch.mm, dy, self._weight_nk(), out=bottom[0].diff.view(self.M, self.K))
 
 
 EltwiseOp = caffe_pb2.EltwiseParameter

@@ -27,6 +27,7 @@ from ..core import deferred
 from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
+from ..core.precision import lowered_call
 from ..core.registry import register_layer
 
 
@@ -172,15 +173,15 @@ class BaseConvolutionLayer(Layer):
             shape = t.data.shape
             if t.release_data():
                 # Nobody else sees the top's memory: take the kernel's own output, without the copy below.
-                y = torch.convolution(x, weight, bias, stride, pad, dilation, self.transposed, out_pad,
-                                      self.group)
+                y = lowered_call(torch.convolution, x, weight, bias, stride, pad, dilation, self.transposed,
+                                 out_pad, self.group)
                 t.data = y if self.kernel_layout else y.reshape(shape)
             else:
                 # Into the top's memory, so that arrays held on the top (pycaffe) see the new values, as in
                 # Caffe.  torch's convolution.out computes into a temporary and copies it over.
-                torch.ops.aten.convolution.out(x, weight, bias, stride, pad, dilation, self.transposed,
-                                               out_pad, self.group,
-                                               out=self._as_kernel_input(t.data, self.num_output))
+                lowered_call(torch.ops.aten.convolution.out, x, weight, bias, stride, pad, dilation,
+                             self.transposed, out_pad, self.group,
+                             out=self._as_kernel_input(t.data, self.num_output))
 
     def backward(self, top, propagate_down, bottom):
         stride, pad, dilation, out_pad = self.kernel_args
@@ -193,9 +194,10 @@ class BaseConvolutionLayer(Layer):
             x = self._as_kernel_input(b.data, self.channels)
             dy = self._as_kernel_input(t.diff, self.num_output)
             fresh_dx = bool(propagate_down[i]) and b.release_diff()
-            dx, dw, db = torch.ops.aten.convolution_backward(
-                dy, x, weight, [self.num_output] if self.bias_term else None, stride, pad, dilation,
-                self.transposed, out_pad, self.group, [bool(propagate_down[i]), want_w, want_b])
+            dx, dw, db = lowered_call(
+                torch.ops.aten.convolution_backward, dy, x, weight, [self.num_output] if self.bias_term else None,
+                stride, pad, dilation, self.transposed, out_pad, self.group,
+                [bool(propagate_down[i]), want_w, want_b])
             if propagate_down[i]:
                 if not self.kernel_layout:
                     dx = dx.reshape(b.data.shape)
@@ -285,8 +287,9 @@ class Im2colLayer(Layer):
             cols = F.unfold(bottom[0].data.reshape(self._image_shape()), **self._fold_args())
         else:
             x = bottom[0].data.reshape(self._image_shape())
-            cols = F.conv3d(x, self._onehot_weight(x), None, self.stride, self.pad, self.dilation,
-                            self.channels)
+            with torch.autocast(x.device.type, enabled=False):     # a copy of values: never rounded
+                cols = F.conv3d(x, self._onehot_weight(x), None, self.stride, self.pad, self.dilation,
+                                self.channels)
         top[0].store_data(cols.reshape(top[0].shape))
 
     def backward(self, top, propagate_down, bottom):

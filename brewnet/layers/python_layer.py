@@ -24,6 +24,7 @@ import importlib
 import sys
 
 from ..core.layer import Layer
+from ..core.precision import lowered
 from ..core.pyblob import PyBlob, PyBlobVec
 from ..core.registry import register_layer
 from ..errors import LayerError
@@ -176,10 +177,12 @@ class PythonLayer(Layer):
         b, t = [PyBlob(x) for x in bottom], [PyBlob(x) for x in top]
         self._call("reshape", b, t, views=b + t)
 
+    @lowered
     def forward(self, bottom, top):
         b, t = [PyBlob(x) for x in bottom], [PyBlob(x) for x in top]
         self._call("forward", b, t, views=b + t)
 
+    @lowered
     def backward(self, top, propagate_down, bottom):
         b, t = [PyBlob(x) for x in bottom], [PyBlob(x) for x in top]
         self._call("backward", t, list(propagate_down), b, views=b + t)

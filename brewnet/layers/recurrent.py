@@ -34,6 +34,7 @@ import torch
 from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
+from ..core.precision import lowered
 from ..core.registry import register_layer
 
 
@@ -155,6 +156,7 @@ class RecurrentLayer(Layer):
             return data[0], data[1], data[2], data[3:]
         return data[0], data[1], None, data[2:]
 
+    @lowered
     def forward(self, bottom, top):
         x, cont = bottom[0].data, bottom[1].data
         steps, n = x.shape[0], x.shape[1]
@@ -184,6 +186,7 @@ class RecurrentLayer(Layer):
         """Forget the carried state (Caffe's RecurrentLayer::Reset)."""
         self.carried = None
 
+    @lowered
     def backward(self, top, propagate_down, bottom):
         self.expect(not propagate_down[1], "Expect: no backpropagation to the sequence indicators (bottom[1]), "
                                            "Actual: propagate_down[1] is true")

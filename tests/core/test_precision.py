@@ -80,8 +80,8 @@ def test_convolution_runs_in_bf16_and_stores_fp32():
 
 
 def test_a_weight_is_cast_once_per_step_unless_written():
-    """Forward and backward of a convolution share one bf16 copy of the weight; a weight written in between
-    (its version counter moves) is cast afresh, so the backward sees the new values."""
+    """Forward and backward of a convolution share one bf16 copy of the weight (and of the bias); a weight
+    written in between (its version counter moves) is cast afresh, so the backward sees the new values."""
     conv, bottom, top = layer('name: "c" type: "Convolution" bottom: "x" top: "y" convolution_param { '
                               'num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 1 } }',
                               (2, 3, 7, 7))
@@ -93,20 +93,107 @@ def test_a_weight_is_cast_once_per_step_unless_written():
         return torch.ops.aten.convolution_backward(dy.bfloat16(), x.bfloat16(), weight.bfloat16(), None, [1, 1],
                                                    [0, 0], [1, 1], False, [0, 0], 1, [True, False, False])[0]
 
-    mode = LowPrecisionCompute(torch.bfloat16)
-    with mode:
+    with Precision("bf16").compute():
         conv.Forward(bottom, top)
         conv.Backward(top, [True], bottom)
-    assert len(mode.weight_casts) == 1
+        casts = prec.compute_mode().weight_casts
+    held = [entry[0] for entry in casts.values()]
+    assert len(held) == 2 and held[0] is w and held[1] is conv.blobs[1].data
     torch.testing.assert_close(bottom[0].diff, expected_dx(w).float(), rtol=0, atol=0)
 
-    mode = LowPrecisionCompute(torch.bfloat16)
-    with mode:
+    with Precision("bf16").compute():
         conv.Forward(bottom, top)
         w.mul_(-2.0)                                # written between the passes
         conv.Backward(top, [True], bottom)
-    assert len(mode.weight_casts) == 2
+        casts = prec.compute_mode().weight_casts
+    assert len(casts) == 3
     torch.testing.assert_close(bottom[0].diff, expected_dx(w).float(), rtol=0, atol=0)
+    assert prec.compute_mode() is None              # the context ended
+
+
+def test_the_mode_covers_only_lowered_methods():
+    """The compute context puts no TorchFunctionMode over the whole pass (each elementwise op would go
+    through Python): only `lowered` methods run under it, and lowered_call lowers one op."""
+    a, b = torch.randn(6, 5), torch.randn(5, 4)
+    low_product = (a.bfloat16() @ b.bfloat16()).float()
+    stacks = []
+
+    @prec.lowered
+    def method():
+        stacks.append(torch.overrides._get_current_function_mode_stack())
+        return torch.mm(a, b)
+
+    with Precision("bf16").compute():
+        assert torch.overrides._get_current_function_mode_stack() == []
+        assert torch.equal(torch.add(a, 1), a + 1)
+        inside = method()
+        called = prec.lowered_call(torch.mm, a, b)
+    assert len(stacks[0]) == 1 and isinstance(stacks[0][0], LowPrecisionCompute)
+    for y in (inside, called):
+        assert y.dtype == torch.float32
+        torch.testing.assert_close(y, low_product, rtol=0, atol=0)
+    assert not torch.equal(low_product, a @ b)
+    torch.testing.assert_close(method(), a @ b, rtol=0, atol=0)             # outside: plain fp32
+    torch.testing.assert_close(prec.lowered_call(torch.mm, a, b), a @ b, rtol=0, atol=0)
+
+
+PROBE_LAYER = """
+import torch
+from brewnet.layers.python_layer import PythonLayerBase
+
+modes_seen = []
+
+
+class Probe(PythonLayerBase):
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom, top):
+        modes_seen.append(len(torch.overrides._get_current_function_mode_stack()))
+        top[0].data[...] = bottom[0].data
+
+    def backward(self, top, propagate_down, bottom):
+        modes_seen.append(len(torch.overrides._get_current_function_mode_stack()))
+"""
+
+
+def test_recurrent_and_python_layers_run_under_the_mode(tmp_path, monkeypatch):
+    """RNN/LSTM and user Python layers call matmul-class ops among many others: their forward and backward
+    run under the mode, and the LSTM's products come out in bf16 rounding, in fp32 blobs."""
+    (tmp_path / "precision_probe.py").write_text(PROBE_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe, bottom, top = layer('name: "p" type: "Python" bottom: "x" top: "y" python_param { '
+                               'module: "precision_probe" layer: "Probe" }', (2, 3))
+    import precision_probe
+    with Precision("bf16").compute():
+        probe.Forward(bottom, top)
+        probe.Backward(top, [True], bottom)
+    probe.Forward(bottom, top)
+    assert precision_probe.modes_seen == [1, 1, 0]
+
+    lstm, bottom, top = layer('name: "L" type: "LSTM" bottom: "x" bottom: "c" top: "h" recurrent_param { '
+                              'num_output: 5 weight_filler { type: "uniform" min: -0.5 max: 0.5 } }',
+                              (4, 2, 6), (4, 2))
+    bottom[1].data.copy_(torch.tensor([[0.0, 0.0]] + [[1.0, 1.0]] * 3))
+    lstm.Forward(bottom, top)
+    fp32 = top[0].data.clone()
+    lowered_ops, call = [], LowPrecisionCompute.call
+
+    def recording_call(mode, func, args, kwargs):
+        if func in mode.FUNCTIONAL:
+            lowered_ops.append(func)
+        return call(mode, func, args, kwargs)
+
+    monkeypatch.setattr(LowPrecisionCompute, "call", recording_call)
+    with Precision("bf16").compute():
+        lstm.Forward(bottom, top)
+    assert torch.addmm in lowered_ops       # the input transform and the recurrent products
+    assert top[0].data.dtype == torch.float32
+    err = (top[0].data - fp32).abs().max().item()
+    assert 1e-5 < err < 2e-2, err           # rounded to bf16's 8-bit mantissa, and no more than that
 
 
 def test_inner_product_out_and_accumulating_paths():
@@ -153,6 +240,19 @@ def test_ops_that_must_stay_fp32_are_untouched():
     for got, want in zip([top[0].data] + [b.data for b in bn.blobs], fp32):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 6, 6), (2, 3, 4, 5, 5)])
+def test_im2col_copies_values_in_any_precision(shape):
+    """Im2col rearranges values (3-D through a one-hot convolution): bf16 must not round them."""
+    im2col, bottom, top = layer('name: "i" type: "Im2col" bottom: "x" top: "y" convolution_param { '
+                                'kernel_size: 2 }', shape)
+    im2col.Forward(bottom, top)
+    fp32 = top[0].data.clone()
+    with Precision("bf16").compute():
+        im2col.Forward(bottom, top)
+    assert not torch.equal(bottom[0].data.bfloat16().float(), bottom[0].data)
+    torch.testing.assert_close(top[0].data, fp32, rtol=0, atol=0)
 
 
 def test_mode_is_thread_local_and_leaves_other_dtypes():
