@@ -165,7 +165,11 @@ What the CUDA figures rest on (session 5, the first with a GPU; DEVELOPERS.md, "
   two ops a pass instead of 159-tensor lists built layer by layer; `clear_param_diffs` and SGD keep their
   per-parameter plans), measured on the CPU's thin ResNet-50 (1.33 -> 1.16); not yet on a GPU.
 - bf16 keeps fp32 activations (an autocast-like mode over fp32 blobs): each convolution casts its input and
-  output, 2-2.7x slower than torch.autocast, whose activations stay bf16.
+  output, 2-2.7x slower than torch.autocast, whose activations stay bf16.  Most of that was the mode itself,
+  a TorchFunctionMode over whole passes that sent every op of a step through Python (5,400 for ResNet-50).
+  Since session 8 (no GPU) only the matmul-class calls go through it (core/precision.lowered_call): the
+  CPU's thin ResNet-50 in bf16 went from 1.95x to 1.32x torch.autocast, ResNet-50 at 32x32 from 1.32x to
+  1.13x (interleaved A/B against the previous commit); not yet timed on a GPU.
 """
 
 
