@@ -386,6 +386,22 @@ def test_fp16_update_matches_fp32(tmp_path):
     torch.testing.assert_close(weights["fp16"], weights["fp32"], rtol=1e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_all_finite_finds_inf_and_nan_and_leaves_the_diffs(dtype):
+    params = [Blob((3, 4), dtype=dtype), Blob((5,), dtype=dtype), Blob((2, 2), dtype=dtype)]
+    for p in params:
+        p.diff.copy_(torch.randn(p.shape, dtype=dtype) * 1e30)
+    before = [p.diff.clone() for p in params]
+    assert LossScaler.all_finite(params) and LossScaler.all_finite([])
+    for p, b in zip(params, before):
+        assert torch.equal(p.diff, b)                   # checked, not changed
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        params[1].diff[3] = bad
+        assert not LossScaler.all_finite(params)
+        params[1].diff[3] = 1.0
+    assert LossScaler.all_finite(params)
+
+
 def test_loss_scaler_checks_its_arguments():
     with pytest.raises(BrewnetError, match="backoff_factor"):
         LossScaler(backoff_factor=2.0)
