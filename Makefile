@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 test: venv
-	$(PY) -m pytest -x -p no:cacheprovider tests
+	$(PY) -m pytest -x -rs -p no:cacheprovider tests
 
 demo: venv
 	$(PY) -m examples.mnist.demo
@@ -28,7 +28,7 @@ bench: venv
 
 # Regenerate brewnet/proto/caffe.proto and caffe_pb2.py from the conformance schema (needs grpcio-tools).
 proto:
-	$(PY) scripts/schema_to_proto.py ../shared/spec/caffe_schema.txt brewnet/proto/caffe.proto
+	$(PY) scripts/schema_to_proto.py tests/spec/caffe_schema.txt brewnet/proto/caffe.proto
 	$(PY) scripts/gen_pb2.py brewnet/proto
 
 clean:

@@ -8,7 +8,7 @@ Sections, in this order; each one's failure is reported in the results instead o
 the results are rewritten to --out after every section (a run cut off by its time limit keeps what it did):
 
 1. environment: device, torch / CUDA / cuDNN versions, the TF32 flags GPU mode leaves, `caffe device_query`;
-2. golden layers: every case of ../shared/golden/layers on the device, eagerly and replayed from a CUDA graph
+2. golden layers: every case of tests/golden/layers on the device, eagerly and replayed from a CUDA graph
    (benchmarks/gpu_golden.py), against BVLC Caffe's numbers;
    then DEVICE_TESTS, tests that compare two runs on one device, under pytest in GPU mode;
 3. CPU vs device: LeNet and ResNet-50 with the same initial weights and inputs, a few SGD iterations on the

@@ -1,6 +1,6 @@
 """Caffe's golden layer cases on a GPU, eagerly and replayed from a CUDA graph (a section of gpu_check).
 
-Every case of ../shared/golden/layers runs twice on the device:
+Every case of tests/golden/layers runs twice on the device:
 
   eager     tests/layers/golden_case.run_golden_case in GPU mode: the layer's forward and backward on CUDA
             tensors against BVLC Caffe's numbers, at the test suite's tolerances (rtol 1e-4, atol 1e-5);

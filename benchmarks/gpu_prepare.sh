@@ -8,6 +8,6 @@ rm -rf .gpu && mkdir -p .gpu/whl .gpu/golden
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .gpu/whl lmdb plyvel
-GOLDEN="${BREWNET_GOLDEN:-../shared/golden}"
+GOLDEN="${BREWNET_GOLDEN:-tests/golden}"
 cp -r "$GOLDEN/layers" "$GOLDEN/models" .gpu/golden/
 du -sh .gpu

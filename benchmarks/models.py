@@ -29,11 +29,11 @@ from .timing import fmt_ms, interleaved, median, paired_ratio, setup_process
 from .torch_nets import TorchNet
 
 GOLDEN = os.environ.get("BREWNET_GOLDEN") or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "golden")
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "golden")
 MODELS_DIR = os.path.join(GOLDEN, "models")
 DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData")
 
-# name: (prototxt under shared/golden/models or a generator, batch, input shape (C, H, W), classes,
+# name: (prototxt under tests/golden/models or a generator, batch, input shape (C, H, W), classes,
 #        rounds and warm-up iterations for the timing)
 MODELS = {
     "lenet": dict(path="examples_mnist/lenet_train_test.prototxt", batch=64, shape=(1, 28, 28), classes=10,

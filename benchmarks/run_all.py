@@ -231,7 +231,7 @@ prototxt; BatchNorm + Scale as one affine `nn.BatchNorm2d`), `zero_grad`, forwar
 compute the same loss (dropout off) for every net.  Peak memory: growth of the peak RSS of a fresh process
 per model and framework over building the model and three training iterations.  ResNet-50 is generated with
 NetSpec (`benchmarks/models.py:resnet50`), also as `resnet50_overhead` (2 images of 32x32: framework overhead,
-see the notes); the others are the BVLC prototxts (`../shared/golden/models`).
+see the notes); the others are the BVLC prototxts (`tests/golden/models`).
 
 {models.table(model_rows)}
 

@@ -1,4 +1,9 @@
-"""Shared fixtures: where the golden Caffe outputs live, float64 mode for gradient checks."""
+"""Shared fixtures: where the golden Caffe outputs live, float64 mode for gradient checks.
+
+The conformance data (outputs of the real BVLC Caffe 1.0, see tests/golden/README.md) is vendored in
+tests/golden so that a clone alone passes its tests; BREWNET_GOLDEN points the tests at another copy (e.g. a
+refreshed ../shared/golden).  Caffe's caffe.proto schema, which ours must stay wire-compatible with, is
+vendored as tests/spec/caffe_schema.txt (BREWNET_SCHEMA overrides it)."""
 import os
 import pathlib
 
@@ -8,7 +13,8 @@ import torch
 from brewnet.core import common
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-GOLDEN = pathlib.Path(os.environ.get("BREWNET_GOLDEN", REPO.parent / "shared" / "golden"))
+GOLDEN = pathlib.Path(os.environ.get("BREWNET_GOLDEN", REPO / "tests" / "golden"))
+SCHEMA = pathlib.Path(os.environ.get("BREWNET_SCHEMA", REPO / "tests" / "spec" / "caffe_schema.txt"))
 
 
 @pytest.fixture
@@ -16,6 +22,14 @@ def golden():
     if not GOLDEN.is_dir():
         pytest.fail(f"golden data not found at {GOLDEN} (set BREWNET_GOLDEN)")
     return GOLDEN
+
+
+@pytest.fixture
+def caffe_schema():
+    """The text of Caffe's caffe.proto schema (field numbers, types, defaults)."""
+    if not SCHEMA.is_file():
+        pytest.fail(f"Caffe's schema not found at {SCHEMA} (set BREWNET_SCHEMA)")
+    return SCHEMA.read_text()
 
 
 @pytest.fixture

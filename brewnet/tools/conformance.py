@@ -1,6 +1,6 @@
 """Conformance runner: replay the real BVLC Caffe's layer cases and compare every number.
 
-    python -m brewnet.tools.conformance ../shared/golden            (or .../golden/layers)
+    python -m brewnet.tools.conformance tests/golden            (or .../golden/layers)
     brewnet-conformance DIR [-case NAME ...] [-rtol 1e-4] [-atol 1e-5]
 
 For each case of layers/manifest.json: build the case's net (Input layers, or Parameter layers for bottoms that

@@ -1,4 +1,4 @@
-"""Every prototxt of Caffe's models/ and examples/ (../shared/golden/models) parses, upgrades and assembles,
+"""Every prototxt of Caffe's models/ and examples/ (tests/golden/models) parses, upgrades and assembles,
 with Input layers standing in for the data layers (their databases are not here), in both phases."""
 import pytest
 import torch

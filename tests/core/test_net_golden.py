@@ -1,5 +1,5 @@
 """Whole nets against the real Caffe: assembly (layers, splits, shapes, needs-backward, log lines), weights,
-and every blob's data and diff after one Forward/Backward (../shared/golden/nets)."""
+and every blob's data and diff after one Forward/Backward (tests/golden/nets)."""
 import json
 import logging
 import re

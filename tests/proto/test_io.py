@@ -82,7 +82,7 @@ def test_caffemodel_written_by_brewnet_reads_back_as_plain_net_parameter(tmp_pat
 
 
 def _schema_numbers(spec_text, message):
-    """{field name: number} of `message` in the conformance schema (../shared/spec/caffe_schema.txt)."""
+    """{field name: number} of `message` in the conformance schema (tests/spec/caffe_schema.txt)."""
     block = re.search(rf"^message {message}\n((?:.+\n)+?)(?:\n|\Z)", spec_text, re.M).group(1)
     return {m.group(2): int(m.group(1)) for m in re.finditer(r"^\s+(\d+) \w+ \S+\s+(\w+)", block, re.M)}
 
@@ -116,8 +116,8 @@ def _wire_fields(payload):
     return out
 
 
-def test_caffemodel_field_numbers_are_caffes(golden, tmp_path):
-    spec = (golden.parent / "spec" / "caffe_schema.txt").read_text()
+def test_caffemodel_field_numbers_are_caffes(caffe_schema, tmp_path):
+    spec = caffe_schema
     net_fields = _schema_numbers(spec, "NetParameter")
     layer_fields = _schema_numbers(spec, "LayerParameter")
     blob_fields = _schema_numbers(spec, "BlobProto")

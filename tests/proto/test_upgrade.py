@@ -1,5 +1,5 @@
 """Upgrading old nets and solvers as Caffe does on load: checked against what Caffe's own upgrade tools wrote
-(../shared/golden/files) and against hand-written expectations for each upgrade step."""
+(tests/golden/files) and against hand-written expectations for each upgrade step."""
 import logging
 
 import pytest

@@ -1,5 +1,5 @@
 """Tiny solvers for the solver tests: a linear layer under a Euclidean loss, whose gradient is known in closed
-form, and the golden HDF5 net of ../shared/golden/solvers run from a scratch directory."""
+form, and the golden HDF5 net of tests/golden/solvers run from a scratch directory."""
 import os
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Every case of ../shared/golden/solvers: real Caffe's parameter trajectories, reproduced step by step.
+"""Every case of tests/golden/solvers: real Caffe's parameter trajectories, reproduced step by step.
 
 Same net, same HDF5 data, same initial parameters -> brewnet's parameters after each recorded iteration equal
 Caffe's (rtol 1e-4, atol 1e-6); the snapshot cases also restore Caffe's own solverstate / caffemodel files

@@ -1,4 +1,4 @@
-"""The conformance runner over every layer case of the real Caffe (../shared/golden/layers)."""
+"""The conformance runner over every layer case of the real Caffe (tests/golden/layers)."""
 import io
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""The upgrade tools, run on the files Caffe's own tools upgraded (../shared/golden/files)."""
+"""The upgrade tools, run on the files Caffe's own tools upgraded (tests/golden/files)."""
 import subprocess
 import sys
 
