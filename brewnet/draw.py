@@ -1,10 +1,11 @@
-"""caffe.draw: a picture of a NetParameter, drawn by Graphviz (pycaffe's draw.py, without pydot).
+"""caffe.draw: a picture of a NetParameter, drawn by Graphviz (pycaffe's draw.py; pydot only for get_pydot_graph).
 
 Layers are boxes (coloured by type: convolution red, pooling orange, inner product purple, in-place neuron
 layers green, others blue), blobs are grey octagons, and the edges run bottom blob -> layer -> top blob,
 labelled with the batch size, num_output or nothing, as in Caffe's drawings.  `get_dot_source` gives the DOT
 text; `draw_net` runs Graphviz's `dot` on it (it must be on PATH: `apt-get install graphviz`) for any output
 format dot knows (png, svg, pdf, ...); the format `raw` (or `dot`) returns the DOT text itself.
+`get_pydot_graph` parses the same text into the pydot.Dot that pycaffe returns (it needs the `pydot` package).
 
 The phase filter is Caffe's: a layer is drawn when its include rules name the phase (or it has none) and
 no exclude rule does; a rule without a phase matches every phase.
@@ -15,6 +16,10 @@ import subprocess
 
 from .errors import BrewnetError
 from .proto import caffe_pb2
+
+
+class DrawError(BrewnetError, ValueError):
+    """A layer that cannot be drawn as asked; a ValueError too, as pycaffe's draw raises."""
 
 LAYER_STYLE_DEFAULT = {"shape": "record", "fillcolor": "#6495ED", "style": "filled"}
 NEURON_LAYER_STYLE = {"shape": "record", "fillcolor": "#90EE90", "style": "filled"}
@@ -47,9 +52,9 @@ def get_edge_label(layer):
 def get_layer_lr_mult(layer):
     """(weights, bias) lr_mult of a Convolution / Deconvolution / InnerProduct layer (1 when not given)."""
     if layer.type not in _LEARNING_TYPES:
-        raise BrewnetError(f"{layer.type} layers do not have a learning rate multiplier")
+        raise DrawError(f"{layer.type} layers do not have a learning rate multiplier")
     if len(layer.param) > 2:
-        raise BrewnetError(f"layer '{layer.name}': could not parse the learning rate multiplier "
+        raise DrawError(f"layer '{layer.name}': could not parse the learning rate multiplier "
                            f"({len(layer.param)} param blocks)")
     mults = [p.lr_mult for p in layer.param] + [1.0] * (2 - len(layer.param))
     return tuple(mults)
@@ -85,7 +90,7 @@ def _in_phase(layer, phase):
     if phase is None:
         return True
     if len(layer.include) and len(layer.exclude):
-        raise BrewnetError(f"layer '{layer.name}' has both include and exclude specified")
+        raise DrawError(f"layer '{layer.name}' has both include and exclude specified")
     if len(layer.include):
         return any(not r.HasField("phase") or r.phase == phase for r in layer.include)
     return not any(not r.HasField("phase") or r.phase == phase for r in layer.exclude)
@@ -123,6 +128,18 @@ def get_dot_source(caffe_net, rankdir="LR", label_edges=True, phase=None, displa
     lines += [f"  {_quote(src)} -> {_quote(dst)} [label={_quote(label)}];" for src, dst, label in edges]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def get_pydot_graph(caffe_net, rankdir, label_edges=True, phase=None, display_lrm=False):
+    """The drawing as a pydot.Dot, as pycaffe returns it (scripts add nodes or call its write_* methods).
+    Needs the PyPI package `pydot` (`pip install brewnet[pycaffe]`); draw_net does not."""
+    try:
+        import pydot
+    except ImportError:
+        raise DrawError("get_pydot_graph needs the Python package pydot (pip install pydot, or "
+                        "pip install brewnet[pycaffe]); draw_net / get_dot_source work without it") from None
+    graphs = pydot.graph_from_dot_data(get_dot_source(caffe_net, rankdir, label_edges, phase, display_lrm))
+    return graphs[0]
 
 
 def draw_net(caffe_net, rankdir="LR", ext="png", phase=None, display_lrm=False):

@@ -55,6 +55,11 @@ class DataError(BrewnetError):
     """Data sources: databases, image lists, HDF5 lists, mean files."""
 
 
+class DataValueError(DataError, ValueError):
+    """A value that pycaffe rejects with ValueError (an array of the wrong shape, a BlobProto without a shape,
+    a mean whose channels do not fit): scripts written for Caffe catch it as ValueError."""
+
+
 def expect(condition, message, layer=None):
     """Raise LayerError(message) naming `layer` unless `condition` holds: Caffe's CHECK, as a user error."""
     if not condition:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .data import datum as _datum
-from .errors import BrewnetError, DataError
+from .errors import BrewnetError, DataError, DataValueError
 from .proto import caffe_pb2
 
 
@@ -34,7 +34,9 @@ def blobproto_to_array(blob, return_diff=False):
     else:
         shape = tuple(blob.shape.dim)
     if data.size != int(np.prod(shape)):
-        raise DataError(f"blobproto_to_array: {data.size} values for shape {shape}")
+        hint = " (the BlobProto has neither num/channels/height/width nor shape)" if not shape and data.size > 1 \
+            else ""
+        raise DataValueError(f"blobproto_to_array: {data.size} values for shape {shape}{hint}")
     return data.reshape(shape)
 
 
@@ -47,7 +49,7 @@ def array_to_blobproto(arr, diff=None):
     if diff is not None:
         diff = np.asarray(diff)
         if diff.shape != arr.shape:
-            raise DataError(f"array_to_blobproto: Expect: diff of shape {arr.shape}, Actual: {diff.shape}")
+            raise DataValueError(f"array_to_blobproto: Expect: diff of shape {arr.shape}, Actual: {diff.shape}")
         blob.diff.extend(diff.astype(np.float64).ravel().tolist())
     return blob
 
@@ -69,7 +71,7 @@ def array_to_datum(arr, label=None):
     """A C x H x W array as a Datum: uint8 goes to `data` (bytes), anything else to `float_data`."""
     arr = np.asarray(arr)
     if arr.ndim != 3:
-        raise DataError(f"array_to_datum: Expect: a 3-D (C, H, W) array, Actual: shape {arr.shape}")
+        raise DataValueError(f"array_to_datum: Expect: a 3-D (C, H, W) array, Actual: shape {arr.shape}")
     return _datum.array_to_datum(arr, label)
 
 
@@ -162,13 +164,13 @@ class Transformer:
         mean = np.asarray(mean)
         if mean.ndim == 1:
             if mean.shape[0] != self.inputs[in_][1]:
-                raise BrewnetError(f"Mean channels incompatible with input: Expect: {self.inputs[in_][1]} "
+                raise DataValueError(f"Mean channels incompatible with input: Expect: {self.inputs[in_][1]} "
                                    f"values, Actual: {mean.shape[0]}")
             mean = mean[:, np.newaxis, np.newaxis]
         else:
             shape = (1,) + mean.shape if mean.ndim == 2 else mean.shape
             if len(shape) != 3:
-                raise BrewnetError(f"Mean shape invalid: Expect: (K,), (H, W) or (K, H, W), Actual: {mean.shape}")
+                raise DataValueError(f"Mean shape invalid: Expect: (K,), (H, W) or (K, H, W), Actual: {mean.shape}")
             mean = mean.reshape(shape)
             if shape != self.inputs[in_][1:]:
                 lo, hi = mean.min(), mean.max()
@@ -227,7 +229,7 @@ def resize_image(im, new_dims, interp_order=1):
     im = np.asarray(im)
     new_dims = tuple(int(d) for d in new_dims)
     if im.ndim != 3:
-        raise DataError(f"resize_image: Expect: an H x W x K array, Actual: shape {im.shape}")
+        raise DataValueError(f"resize_image: Expect: an H x W x K array, Actual: shape {im.shape}")
     if interp_order not in (0, 1):
         raise DataError(f"resize_image: interp_order {interp_order} not supported (0 nearest, 1 linear)")
     if im.shape[-1] in (1, 3):

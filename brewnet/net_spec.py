@@ -90,7 +90,8 @@ class Function:
     def __init__(self, type_name, inputs, params):
         for index, bottom in enumerate(inputs):
             if not isinstance(bottom, Top):
-                raise TypeError(f"{type_name} input {index} is not a Top (type is {type(bottom).__name__})")
+                # pycaffe's words, which scripts and BVLC's tests match: "(type is <class 'tuple'>)"
+                raise TypeError(f"{type_name} input {index} is not a Top (type is {type(bottom)})")
         self.type_name = type_name
         self.inputs = tuple(inputs)
         params = dict(params)

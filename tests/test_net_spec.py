@@ -100,7 +100,7 @@ def test_generated_net_runs(tmp_path):
 
 
 def test_mistakes_are_named():
-    with pytest.raises(TypeError, match="InnerProduct input 0 is not a Top"):
+    with pytest.raises(TypeError, match=r"^InnerProduct input 0 is not a Top \(type is <class 'str'>\)$"):
         L.InnerProduct("data", num_output=2)
     bad = L.InnerProduct(L.Input(shape=dict(dim=[1])), num_outputs=2)
     with pytest.raises(AttributeError, match="InnerProduct layer: 'num_outputs' is not a field of LayerParameter "

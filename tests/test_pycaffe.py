@@ -529,8 +529,10 @@ def test_python_layer_errors_name_the_layer_and_module(tmp_path, monkeypatch):
     assert "'no_such_layer_module'" in message and "layer 'sq'" in message and str(tmp_path) in message
     path.write_text(PY_NET.format(module="pycaffe_user_layers2", layer="Broken"))
     net = caffe.Net(str(path), caffe.TRAIN)
-    with pytest.raises(BrewnetError, match="layer 'sq'.*Broken.forward raised ValueError: user bug in forward"):
+    with pytest.raises(ValueError, match="^user bug in forward") as error:
         net.forward(x=np.zeros((2, 3)))
+    assert error.value.__notes__ == ["brewnet: raised by pycaffe_user_layers2.Broken.forward in layer 'sq' "
+                                     "(type Python)"]
 
 
 def vis_square(data):

@@ -18,7 +18,11 @@ A user class that keeps a position or a generator of its own (a data layer in Py
 solver's exact resume by defining `state_dict()` and `load_state_dict(d)` (brewnet.solvers.snapshot): the
 layer has these methods exactly when the user's class does.
 
-Anything the user's code raises is re-raised as a LayerError naming the layer, the class and the hook.
+Anything the user's code raises (on import, in __init__, in a hook) reaches the caller as itself, so that a
+script catches the types it raised, as with Caffe; brewnet adds a note naming the layer, the class and the hook
+(BaseException.add_note: printed under the traceback, listed in `error.__notes__`).  A module that cannot be
+found is an ImportError, a class missing from it an AttributeError, as pycaffe's import would raise; both are
+brewnet LayerErrors naming the search path or the classes the module has.
 """
 import importlib
 import sys
@@ -55,6 +59,22 @@ class PythonLayerBase:
 
     def backward(self, top, propagate_down, bottom):
         raise NotImplementedError(f"{type(self).__name__} must implement backward(top, propagate_down, bottom)")
+
+
+class PythonLayerImportError(LayerError, ImportError):
+    """The module of a Python layer is not on the search path."""
+
+
+class PythonLayerClassError(LayerError, AttributeError):
+    """The module of a Python layer has no such class, or it is not a class."""
+
+
+def add_note(error, note):
+    """error.add_note(note) (Python 3.11+); on 3.10 the note is kept in __notes__ all the same."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:
+        error.__notes__ = list(getattr(error, "__notes__", ())) + [note]
 
 
 @register_layer("Python")
@@ -96,11 +116,12 @@ class PythonLayer(Layer):
         if cls is None:
             known = sorted(n for n, v in vars(module).items()
                            if isinstance(v, type) and hasattr(v, "forward") and v is not PythonLayerBase)
-            raise LayerError(f"Python layer class '{self.class_name}' not found in module '{self.module_name}' "
-                             f"({getattr(module, '__file__', '?')}); layer classes there: {', '.join(known) or 'none'}",
-                             self.name, self.type)
+            raise PythonLayerClassError(
+                f"Python layer class '{self.class_name}' not found in module '{self.module_name}' "
+                f"({getattr(module, '__file__', '?')}); layer classes there: {', '.join(known) or 'none'}",
+                self.name, self.type)
         if not callable(cls):
-            raise LayerError(f"'{self.qualified_name}' is not a class", self.name, self.type)
+            raise PythonLayerClassError(f"'{self.qualified_name}' is not a class", self.name, self.type)
         return cls
 
     def _import(self):
@@ -115,17 +136,19 @@ class PythonLayer(Layer):
                     return importlib.import_module(self.module_name)
                 except ModuleNotFoundError:
                     pass
-                raise LayerError(f"cannot import Python layer module '{self.module_name}': not found on the "
-                                 f"search path (sys.path, which includes PYTHONPATH): {sys.path}",
-                                 self.name, self.type) from error
+                raise PythonLayerImportError(
+                    f"cannot import Python layer module '{self.module_name}': not found on the search path "
+                    f"(sys.path, which includes PYTHONPATH): {sys.path}", self.name, self.type) from error
             self._raise(error, "import")
         except Exception as error:
             self._raise(error, "import")
 
     def _raise(self, error, hook):
+        """Re-raise the user's own exception, with a note saying where brewnet called the user's code."""
         where = (f"importing module '{self.module_name}'" if hook == "import"
                  else f"{self.qualified_name}.{hook}")
-        raise LayerError(f"{where} raised {type(error).__name__}: {error}", self.name, self.type) from error
+        add_note(error, f"brewnet: raised by {where} in layer '{self.name}' (type Python)")
+        raise error
 
     # --- exact resume: present only when the user's class defines them (the snapshot looks them up) ----------
     @property
