@@ -11,7 +11,11 @@ in pycaffe's order (book 5.8.2):
 `resize_image` reproduces scikit-image's `resize(order=1, mode='constant')` that pycaffe calls — bilinear,
 pixel centres aligned, samples beyond the border blend with 0 — on the image scaled to [0, 1] and back; arrays
 with other than 1 or 3 channels go the way of SciPy's `zoom(order=1)` (corners aligned), as in pycaffe.
-Neither library is needed here.
+Neither library is needed for interp_order 0 and 1.  interp_order 2 to 5 are B-spline interpolations, computed
+by SciPy's ndimage.zoom (the package `scipy`, in the `pycaffe` extra) with the same two geometries: for 1 or 3
+channels what scikit-image's resize does (pixel centres aligned, zeros beyond the border, clipped to [0, 1]),
+for other channel counts pycaffe's own `zoom(im, scale, order)` call.  scikit-image's resize smooths an image
+it shrinks (anti_aliasing) since version 0.15; pycaffe's call predates it and neither path does.
 """
 import numpy as np
 from PIL import Image
@@ -225,22 +229,44 @@ def _pil_to_array(img):
 
 
 def resize_image(im, new_dims, interp_order=1):
-    """Resize an H x W x K image to new_dims = (height, width), bilinear by default (interp_order 0: nearest)."""
+    """Resize an H x W x K image to new_dims = (height, width): interp_order 0 nearest, 1 linear (default),
+    2 to 5 B-splines of that order (these need scipy)."""
     im = np.asarray(im)
     new_dims = tuple(int(d) for d in new_dims)
     if im.ndim != 3:
         raise DataValueError(f"resize_image: Expect: an H x W x K array, Actual: shape {im.shape}")
-    if interp_order not in (0, 1):
-        raise DataError(f"resize_image: interp_order {interp_order} not supported (0 nearest, 1 linear)")
+    if isinstance(interp_order, bool) or interp_order not in range(6):
+        raise DataValueError(f"resize_image: Expect: interp_order 0 to 5 (0 nearest, 1 linear, 2-5 splines), "
+                             f"Actual: {interp_order!r}")
     if im.shape[-1] in (1, 3):
         lo, hi = im.min(), im.max()
         if hi <= lo:    # a constant image: nothing to interpolate
             return np.full(new_dims + (im.shape[-1],), lo, dtype=np.float32)
         normal = (im.astype(np.float64) - lo) / (hi - lo)
-        resized = _resize_centres(normal, new_dims, interp_order) * (hi - lo) + lo
-    else:
+        if interp_order <= 1:
+            resized = _resize_centres(normal, new_dims, interp_order)
+        else:
+            resized = np.clip(_zoom(normal, new_dims, interp_order, centres=True), 0.0, 1.0)
+        resized = resized * (hi - lo) + lo
+    elif interp_order <= 1:
         resized = _resize_corners(im.astype(np.float64), new_dims, interp_order)
+    else:
+        resized = _zoom(im, new_dims, interp_order, centres=False)
     return resized.astype(np.float32)
+
+
+def _zoom(im, new_dims, order, centres):
+    """SciPy's spline zoom of the two first axes to new_dims: pixel centres aligned with zeros beyond the
+    border (scikit-image's resize geometry), or first and last pixels aligned (ndimage.zoom's default)."""
+    try:
+        from scipy import ndimage
+    except ImportError:
+        raise DataError(f"resize_image: interp_order {order} needs the package scipy (pip install scipy, or "
+                        f"pip install brewnet[pycaffe]); interp_order 0 and 1 work without it") from None
+    factors = (new_dims[0] / im.shape[0], new_dims[1] / im.shape[1], 1)
+    if centres:
+        return ndimage.zoom(im, factors, order=order, mode="grid-constant", grid_mode=True)
+    return ndimage.zoom(im, factors, order=order)
 
 
 def _axis_samples(size_in, size_out, centres):

@@ -60,6 +60,22 @@ def test_phase_filter_and_layout_options(lenet):
     assert "rankdir=TB;" in tb
 
 
+def test_get_pydot_graph_is_a_pydot_dot(lenet):
+    """pycaffe's get_pydot_graph returns a pydot.Dot that scripts extend or write out."""
+    pydot = pytest.importorskip("pydot")
+    graph = caffe.draw.get_pydot_graph(lenet, "LR", phase=caffe_pb2.TEST)
+    assert isinstance(graph, pydot.Dot) and graph.get_name() == '"LeNet"' and graph.get_rankdir() == "LR"
+    nodes = {n.get_name().strip('"'): n for n in graph.get_nodes()}
+    assert nodes["conv1_Convolution"].get_fillcolor() == '"#FF5050"'
+    assert "accuracy_Accuracy" in nodes and "relu1_ReLU" in nodes
+    edges = {(e.get_source().strip('"'), e.get_destination().strip('"')): e.get_label() for e in graph.get_edges()}
+    assert edges[("conv1_Convolution", "conv1_blob")] == '"20"'
+    assert edges[("mnist_Data", "data_blob")] == '"Batch 100"'
+    test_layers = [l for l in lenet.layer if not any(r.phase == caffe_pb2.TRAIN for r in l.include)]
+    assert len(edges) == len({(b, l.name) for l in test_layers for b in l.bottom} |
+                             {(l.name, t) for l in test_layers for t in l.top})
+
+
 @needs_dot
 def test_draw_net_to_png_and_svg(lenet, tmp_path):
     caffe.draw.draw_net_to_file(lenet, str(tmp_path / "lenet.png"), "LR")

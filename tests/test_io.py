@@ -175,6 +175,60 @@ def test_resize_image_values():
     np.testing.assert_allclose(wide[..., 1], 1)
 
 
+@pytest.mark.parametrize("order", [2, 3])
+def test_resize_image_spline_orders(order):
+    """interp_order >= 2: B-splines through the samples.  pycaffe resizes 1- and 3-channel images with
+    scikit-image (centres aligned, zeros beyond the border, on the image scaled to [0, 1]) and anything else
+    with scipy.ndimage.zoom(im, scale + (1,), order) (corners aligned)."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(order)
+    im = rng.uniform(-2.0, 5.0, (5, 4, 3))
+    # centres aligned, 3x up: output pixel 3i + 1 sits on input pixel i, where the spline passes through it
+    up = caffe.io.resize_image(im, (15, 12), interp_order=order)
+    assert up.shape == (15, 12, 3) and up.dtype == np.float32
+    np.testing.assert_allclose(up[1::3, 1::3], im, rtol=1e-5, atol=1e-5)
+    lo, hi = im.min(), im.max()
+    skimage_like = np.clip(ndimage.zoom((im - lo) / (hi - lo), (3, 3, 1), order=order, mode="grid-constant",
+                                        grid_mode=True), 0, 1) * (hi - lo) + lo
+    np.testing.assert_allclose(up, skimage_like, rtol=1e-5, atol=1e-5)
+    linear = caffe.io.resize_image(im, (15, 12), interp_order=1)
+    assert np.abs(up - linear).max() > 0.05            # a spline, not the bilinear result again
+    # four channels: pycaffe's own zoom call; corners aligned (4 -> 7 rows, 3 -> 5 columns: every other
+    # output pixel is an input pixel)
+    four = rng.uniform(0.0, 1.0, (4, 3, 4))
+    wide = caffe.io.resize_image(four, (7, 5), interp_order=order)
+    np.testing.assert_allclose(wide[::2, ::2], four, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(wide, ndimage.zoom(four, (7 / 4, 5 / 3, 1), order=order), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(caffe.io.resize_image(np.full((3, 3, 1), 0.4), (5, 2), interp_order=order),
+                                  np.full((5, 2, 1), 0.4, np.float32))
+
+
+def test_resize_image_refuses_bad_orders_and_shapes_as_value_errors():
+    for order in (6, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"resize_image: Expect: interp_order 0 to 5 .*Actual: "):
+            caffe.io.resize_image(np.zeros((2, 2, 3)), (3, 3), interp_order=order)
+    with pytest.raises(ValueError, match=r"Expect: an H x W x K array, Actual: shape \(2, 2\)"):
+        caffe.io.resize_image(np.zeros((2, 2)), (3, 3))
+
+
+def test_value_errors_where_pycaffe_raises_value_error():
+    """Scripts written for Caffe catch ValueError; brewnet's errors here are ValueErrors and BrewnetErrors."""
+    blob = caffe_pb2.BlobProto()
+    blob.data.extend([0.0] * 6)         # neither num/channels/height/width nor shape
+    with pytest.raises(ValueError, match=r"6 values for shape \(\) \(the BlobProto has neither "
+                                         r"num/channels/height/width nor shape\)") as info:
+        caffe.io.blobproto_to_array(blob)
+    assert isinstance(info.value, BrewnetError)
+    blob.shape.dim.extend([4])
+    with pytest.raises(ValueError, match=r"6 values for shape \(4,\)"):
+        caffe.io.blobproto_to_array(blob)
+    with pytest.raises(ValueError, match="Expect: a 3-D"):
+        caffe.io.array_to_datum(np.zeros((2, 2)))
+    transformer = caffe.io.Transformer({"data": (1, 3, 4, 4)})
+    with pytest.raises(ValueError, match="Mean channels incompatible with input: Expect: 3 values, Actual: 2"):
+        transformer.set_mean("data", np.zeros(2))
+
+
 def test_oversample_crops_and_mirrors(golden):
     image = caffe.io.load_image(str(golden / "files" / "images" / "img01.png"))
     h, w = image.shape[:2]
