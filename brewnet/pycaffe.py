@@ -129,8 +129,6 @@ class Net:
     def _attach(self, core, precision=None):
         self._net = core
         self._precision = precision
-        self._before_forward, self._after_forward = [], []
-        self._before_backward, self._after_backward = [], []
         self._build_views()
 
     def _build_views(self):
@@ -263,30 +261,6 @@ class Net:
         for name, value in checked:
             getattr(self.blobs[name], field)[...] = value
 
-    def _run_forward(self, start, end):
-        if not (self._before_forward or self._after_forward):
-            return self._net.forward(start, end)
-        loss = 0.0
-        for i in range(start, end + 1):
-            for hook in self._before_forward:
-                hook(i)
-            self._sync()
-            loss += self._net.forward(i, i)
-            for hook in self._after_forward:
-                hook(i)
-        return loss
-
-    def _run_backward(self, start, end):
-        if not (self._before_backward or self._after_backward):
-            return self._net.backward(start, end)
-        for i in range(start, end - 1, -1):
-            for hook in self._before_backward:
-                hook(i)
-            self._sync()
-            self._net.backward(i, i)
-            for hook in self._after_backward:
-                hook(i)
-
     # --- precision (brewnet only) -------------------------------------------------------------------------------
     @property
     def precision(self):
@@ -303,12 +277,12 @@ class Net:
     def _forward(self, start, end):
         self._sync()
         with self.precision.compute(self._net.device):
-            return self._run_forward(int(start), int(end))
+            return self._net.forward(int(start), int(end))
 
     def _backward(self, start, end):
         self._sync()
         with self.precision.compute(self._net.device):
-            self._run_backward(int(start), int(end))
+            self._net.backward(int(start), int(end))
 
     def forward(self, blobs=None, start=None, end=None, **inputs):
         """Copy `inputs` (input blob name -> array) into the net, run layers start..end (names, inclusive) and
@@ -462,17 +436,25 @@ class Net:
         self._net.save_hdf5(os.fspath(filename))
 
     # --- per-layer callbacks (pycaffe's before_forward & co.: called with the layer index) -----------------------
+    # They live on the core net, so a solver's steps call them too (BVLC's train.py times layers with them);
+    # blobs the callback touched through host mirrors are written back before the next layer runs.
+    def _add_layer_callback(self, kind, callback):
+        def call(layer):
+            callback(layer)
+            self._sync()
+        self._net.add_layer_callback(kind, call)
+
     def before_forward(self, callback):
-        self._before_forward.append(callback)
+        self._add_layer_callback("before_forward", callback)
 
     def after_forward(self, callback):
-        self._after_forward.append(callback)
+        self._add_layer_callback("after_forward", callback)
 
     def before_backward(self, callback):
-        self._before_backward.append(callback)
+        self._add_layer_callback("before_backward", callback)
 
     def after_backward(self, callback):
-        self._after_backward.append(callback)
+        self._add_layer_callback("after_backward", callback)
 
     def __repr__(self):
         return f"<caffe.Net {self.name!r}: {len(self._net.layers)} layers, inputs {self.inputs}>"
@@ -517,5 +499,29 @@ def log(message):
 
 
 def has_nccl():
-    """NCCL multi-GPU training is not part of brewnet (brewnet.parallel uses torch.distributed)."""
-    return False
+    """True: caffe.NCCL (multi-process training, BVLC's train.py) is there, on torch.distributed — NCCL
+    between GPUs, gloo between CPU processes (brewnet/parallel/nccl.py)."""
+    return True
+
+
+# --- GPU mode in a script written for a GPU ---------------------------------------------------------------------
+REQUIRE_GPU_VARIABLE = "BREWNET_REQUIRE_GPU"
+_fallback_warned = []
+
+
+def set_mode_gpu():
+    """pycaffe's set_mode_gpu.  Without a CUDA device brewnet stays in CPU mode and says so in a WARNING (once
+    per process), so that a script written for GPUs (BVLC's train.py, a notebook) runs on the CPU instead of
+    failing; caffe.set_device then only records the id.  BREWNET_REQUIRE_GPU=1 makes it an error, as
+    brewnet.set_mode_gpu() and `caffe train -gpu` always are."""
+    import torch
+    from .core import common
+    if torch.cuda.is_available() or os.environ.get(REQUIRE_GPU_VARIABLE) == "1":
+        common.set_mode_gpu()
+        return
+    common.set_mode_cpu()
+    if not _fallback_warned:
+        _fallback_warned.append(True)
+        get_logger("pycaffe").warning(
+            "set_mode_gpu: no CUDA device is available (torch.cuda.is_available() is False); brewnet computes "
+            "on the CPU instead (%s=1 makes this an error)", REQUIRE_GPU_VARIABLE)

@@ -95,10 +95,9 @@ class Solver:
 
     def add_callback(self, on_start, on_gradients_ready=None):
         """pycaffe's add_callback(on_start, on_gradients_ready): two functions called every iteration (an
-        object with on_start() / on_gradients_ready() methods works too)."""
-        if on_gradients_ready is None and not callable(on_start):
-            on_start, on_gradients_ready = (getattr(on_start, "on_start", None),
-                                            getattr(on_start, "on_gradients_ready", None))
+        object with on_start() / on_gradients_ready() methods works too, caffe.NCCL among them)."""
+        if on_gradients_ready is None and hasattr(on_start, "on_gradients_ready"):
+            on_start, on_gradients_ready = getattr(on_start, "on_start", None), on_start.on_gradients_ready
 
         def synced(function):
             if function is None:

@@ -103,6 +103,37 @@ def test_callbacks_run_every_iteration_and_may_edit_gradients(tmp_path):
     assert np.abs(solver.net.params["conv"][0].data - conv0).max() > 1e-6       # the other layers still learn
 
 
+def test_net_layer_callbacks_run_inside_solver_steps(tmp_path):
+    """BVLC's train.py --timing hangs timers on solver.net.before_forward & co.: a step calls them around every
+    layer, forward in order and backward in reverse, and the step still computes the same update."""
+    path = write_solver(tmp_path, momentum=0, extra="weight_decay: 0")
+    plain, hooked = caffe.SGDSolver(path), caffe.SGDSolver(path)
+    fill_inputs(plain.net)
+    fill_inputs(hooked.net)
+    events = []
+    for kind in ("before_forward", "after_forward", "before_backward", "after_backward"):
+        getattr(hooked.net, kind)(lambda layer, kind=kind: events.append((kind, layer)))
+    # a callback may edit blobs through pycaffe's arrays: this one doubles the ip layer's gradient
+    hooked.net.after_backward(lambda layer: layer == 2 and hooked.net.params["ip"][0].diff.__imul__(2))
+    plain.net.after_backward(lambda layer: layer == 2 and plain.net.params["ip"][0].diff.__imul__(2))
+    for solver in (plain, hooked):
+        solver.step(1)
+    n = len(hooked.net.layers)
+    one_pass = ([(k, i) for i in range(n) for k in ("before_forward", "after_forward")] +
+                [(k, i) for i in reversed(range(n)) for k in ("before_backward", "after_backward")])
+    assert n == 4 and events == one_pass
+    fresh = caffe.SGDSolver(path)
+    fill_inputs(fresh.net)
+    fresh.step(1)
+    for name in ("conv", "ip"):
+        np.testing.assert_array_equal(hooked.net.params[name][0].data, plain.net.params[name][0].data)
+    # the doubled gradient reached the update: ip moved twice as far as in a run without callbacks, conv alike
+    start = caffe.SGDSolver(path).net.params["ip"][0].data
+    np.testing.assert_allclose(hooked.net.params["ip"][0].data - start, 2 * (fresh.net.params["ip"][0].data - start),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(hooked.net.params["conv"][0].data, fresh.net.params["conv"][0].data)
+
+
 def test_snapshot_restore_and_share_weights(tmp_path):
     path = write_solver(tmp_path)
     solver = caffe.SGDSolver(path)

@@ -97,6 +97,16 @@ def root_solver():
     return _state["solver_rank"] == 0
 
 
+def set_multiprocess(value):
+    """pycaffe's flag for solvers that run as processes (BVLC's train.py) rather than as the threads of one
+    `caffe train`; brewnet's ranks are always processes, so it is only recorded."""
+    _state["multiprocess"] = bool(value)
+
+
+def multiprocess():
+    return _state.get("multiprocess", False)
+
+
 @contextlib.contextmanager
 def graph_capture():
     """While a Net's step is recorded into a CUDA graph (core/capture.py): layers skip their host-side checks

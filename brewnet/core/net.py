@@ -358,11 +358,41 @@ class Net(NetWeights, NetDebugInfo):
         """Run layers start..end (inclusive; names or indices) and return the total weighted loss."""
         return float(self.forward_loss(start, end))
 
+    # Per-layer callbacks (pycaffe's net.before_forward(f) & co., Caffe's Net::Callback): f(layer index)
+    # around every layer of every pass, a solver's included.  A pass with callbacks runs layer by layer
+    # (no fused groups); without any, the passes below do not look at them.
+    _layer_callbacks = None
+    CALLBACK_KINDS = ("before_forward", "after_forward", "before_backward", "after_backward")
+
+    def add_layer_callback(self, kind, callback):
+        if kind not in self.CALLBACK_KINDS:
+            raise NetError(f"add_layer_callback: Expect: one of {', '.join(self.CALLBACK_KINDS)}, Actual: {kind!r}")
+        if self._layer_callbacks is None:
+            self._layer_callbacks = {k: [] for k in self.CALLBACK_KINDS}
+        self._layer_callbacks[kind].append(callback)
+
+    def _forward_with_callbacks(self, start, end, check):
+        callbacks, loss = self._layer_callbacks, 0.0
+        for i in range(start, end + 1):
+            for callback in callbacks["before_forward"]:
+                callback(i)
+            loss = loss + self._forward_loss(i, i, check=False)
+            for callback in callbacks["after_forward"]:
+                callback(i)
+        if check:
+            self.check_values()
+        return loss
+
     def forward_loss(self, start=None, end=None, check=True):
         """forward(), the loss left on the device: a 0-d tensor (the float 0.0 without loss layers).  The
         layers' checks of device values (labels in range) are read at the end, or, with check=False, when
         the caller calls check_values() (after issuing backward: core/device_checks.py)."""
         start, end = self._layer_range(start, end, 0, len(self.layers) - 1)
+        if self._layer_callbacks:
+            return self._forward_with_callbacks(start, end, check)
+        return self._forward_loss(start, end, check)
+
+    def _forward_loss(self, start, end, check):
         loss = 0.0
         with torch.no_grad(), self._gathered(), device_checks.collecting(self._checks):
             i = start
@@ -395,6 +425,20 @@ class Net(NetWeights, NetDebugInfo):
     def backward(self, start=None, end=None):
         """Run Backward from layer `start` down to `end` (defaults: last to first)."""
         start, end = self._layer_range(start, end, len(self.layers) - 1, 0)
+        if self._layer_callbacks:
+            callbacks = self._layer_callbacks
+            for i in range(start, end - 1, -1):
+                for callback in callbacks["before_backward"]:
+                    callback(i)
+                self._backward(i, i)
+                for callback in callbacks["after_backward"]:
+                    callback(i)
+        else:
+            self._backward(start, end)
+        if self.debug_info and start == len(self.layers) - 1 and end == 0:
+            self._param_norms_debug_info()
+
+    def _backward(self, start, end):
         with torch.no_grad(), self._gathered():
             i = start
             while i >= end:
@@ -410,8 +454,6 @@ class Net(NetWeights, NetDebugInfo):
                     if self.debug_info:
                         self._backward_debug_info(i)
                 i -= 1
-        if self.debug_info and start == len(self.layers) - 1 and end == 0:
-            self._param_norms_debug_info()
 
     def _gathered(self):
         """The scope in which layers' blob updates (BatchNorm statistics, parameter gradients) are applied

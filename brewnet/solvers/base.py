@@ -260,7 +260,8 @@ class Solver(LateRead):
         self._timer_start, self._iterations_last = time.perf_counter(), self.iter
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
-            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization):
+            if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization) \
+                    and self._tests_here():
                 self.test_all()
                 if self.requested_early_exit:
                     break
@@ -289,7 +290,8 @@ class Solver(LateRead):
             else:
                 self.iter += 1
             request = self.requested_action()
-            if (p.snapshot and self.iter % p.snapshot == 0) or request == SolverAction.SNAPSHOT:
+            if ((p.snapshot and self.iter % p.snapshot == 0) or request == SolverAction.SNAPSHOT) \
+                    and common.root_solver():
                 self.snapshot()
             if request == SolverAction.STOP:
                 self.requested_early_exit = True
@@ -327,7 +329,7 @@ class Solver(LateRead):
             self.restore(resume_file)
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
-        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) and common.root_solver():
             self.snapshot()
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
@@ -338,7 +340,7 @@ class Solver(LateRead):
                 loss = self.precision.forward(self.net)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             log.info("Iteration %d, loss = %s", self.iter, _g(self.smoothed_loss))
-        if p.test_interval and self.iter % p.test_interval == 0:
+        if p.test_interval and self.iter % p.test_interval == 0 and self._tests_here():
             self.test_all()
         log.info("Optimization Done.")
 
@@ -389,6 +391,12 @@ class Solver(LateRead):
         raise SolverError(message)
 
     # --- testing ---------------------------------------------------------------------------------------------
+    def _tests_here(self):
+        """Whether the Step loop tests on this process: as in Caffe, only the root solver (solver_rank 0) tests
+        and snapshots when several solvers train together (caffe.set_solver_rank, as BVLC's train.py does).
+        The data-parallel solver (parallel/distributed.py) enters test_all on every rank and decides there."""
+        return common.root_solver()
+
     def test_all(self):
         """Test every test net; returns their results (see `test`)."""
         results = []
