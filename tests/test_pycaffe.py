@@ -362,6 +362,39 @@ def test_set_input_arrays_feeds_memory_data(tmp_path):
         net.set_input_arrays(data, labels[:3])
 
 
+def test_underscore_set_input_arrays_serves_the_callers_arrays(tmp_path):
+    """pycaffe's binding: float32 C-contiguous N x C x H x W data and N x 1 x 1 x 1 labels, served without a
+    copy (a later write to the caller's array is what the next forward sees); anything else is a RuntimeError."""
+    path = tmp_path / "mem.prototxt"
+    path.write_text("""
+        layer { name: "data" type: "MemoryData" top: "data" top: "label"
+                memory_data_param { batch_size: 2 channels: 1 height: 2 width: 3 } }
+        layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+                inner_product_param { num_output: 1 weight_filler { type: "constant" value: 0.5 } } }""")
+    net = caffe.Net(str(path), caffe.TEST)
+    data = np.arange(24, dtype=np.float32).reshape(4, 1, 2, 3)
+    labels = np.array([3, 1, 4, 1], dtype=np.float32).reshape(4, 1, 1, 1)
+    net._set_input_arrays(data, labels)
+    np.testing.assert_allclose(net.forward()["ip"][:, 0], [7.5, 25.5])        # 0.5 * (0+..+5), 0.5 * (6+..+11)
+    np.testing.assert_array_equal(net.blobs["label"].data.ravel(), [3, 1])
+    data[2:] = 1.0
+    labels[2:] = 9
+    np.testing.assert_allclose(net.forward()["ip"][:, 0], [3.0, 3.0])
+    np.testing.assert_array_equal(net.blobs["label"].data.ravel(), [9, 9])
+    bad = [(data.astype(np.float64), labels, r"data array must be float32, Actual: float64"),
+           (np.asfortranarray(data), labels, r"data array must be a C contiguous NumPy array"),
+           (data[:, 0], labels, r"data array must be 4-d, Actual: shape \(4, 2, 3\)"),
+           (data.reshape(4, 1, 3, 2), labels, r"data array for blob 'data': Expect: shape \(N, 1, 2, 3\), "
+                                              r"Actual: \(4, 1, 3, 2\)"),
+           (data, labels.ravel(), r"labels array must be 4-d, Actual: shape \(4,\)"),
+           (data, labels[:2], r"same first dimension: Expect: 4 labels, Actual: 2"),
+           (data[:3], labels[:3], r"multiple of the batch size 2, Actual: 3")]
+    for d, l, message in bad:
+        with pytest.raises(RuntimeError, match=message) as info:
+            net._set_input_arrays(d, l)
+        assert isinstance(info.value, BrewnetError)
+
+
 # --- bad input ----------------------------------------------------------------------------------------------------
 def test_wrong_input_shape_names_blob_and_shapes(deploy):
     net = caffe.Net(deploy, caffe.TEST)
