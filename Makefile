@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	# The CPU torch wheel first: a plain `torch` requirement would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test]'
+	# an editable install leaves out the wheel's brewnet-caffe-check.pth (setup.py): write it
+	$(PY) -m _brewnet_caffe_check install
 	touch $@
 
 venv: $(VENV)/.installed
