@@ -460,6 +460,9 @@ class Net:
     # They live on the core net, so a solver's steps call them too (BVLC's train.py times layers with them);
     # blobs the callback touched through host mirrors are written back before the next layer runs.
     def _add_layer_callback(self, kind, callback):
+        if getattr(callback, "per_layer_noop", False):
+            return      # caffe.NCCL under layer_wise_reduce: nothing to do per layer, so keep fused passes
+
         def call(layer):
             callback(layer)
             self._sync()

@@ -105,5 +105,7 @@ class NCCL:
             self.averager.on_gradients_ready()
 
     # --- as a net callback (solver.net.after_backward(nccl), for layer_wise_reduce) ------------------------
+    per_layer_noop = True       # pycaffe's Net does not even register it (passes stay fused)
+
     def __call__(self, layer):
         """Nothing per layer: on_gradients_ready reduces every diff at once (see the module's note)."""

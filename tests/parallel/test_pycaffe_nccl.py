@@ -51,6 +51,9 @@ def test_uids_and_one_solver(case):  # noqa: F811
         before = solver.net.params["ip1"][0].data.copy()
         nccl.bcast()
         solver.add_callback(nccl)
+        assert solver.param.layer_wise_reduce
+        solver.net.after_backward(nccl)         # train.py's call: nothing per layer, passes stay whole
+        assert solver.net._net._layer_callbacks is None
         solver.step(1)
         assert not np.array_equal(before, solver.net.params["ip1"][0].data)
         caffe.set_solver_rank(1)                            # rank 1 of 1 does not exist
