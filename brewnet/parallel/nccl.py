@@ -84,6 +84,14 @@ class NCCL:
         except (RuntimeError, ValueError) as e:
             raise DistributedError(f"caffe.NCCL: solver {self.rank} of {self.world} cannot join the others "
                                    f"through {path} ({backend}): {e}") from None
+        # Once every rank has joined, the rendezvous file has served: rank 0 removes it (FileStore would only
+        # at the ranks' clean shutdown, which multiprocessing's children, exiting through os._exit, never reach).
+        dist.barrier()
+        if self.rank == 0:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
     @staticmethod
     def new_uid():

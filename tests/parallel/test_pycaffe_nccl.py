@@ -2,6 +2,8 @@
 the CPU): the ranks read disjoint shares, their gradients are averaged, so 2 ranks x batch B train exactly as
 1 rank x batch 2B, and only rank 0 tests."""
 import multiprocessing
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ def test_train_py_processes_average_gradients(case, tmp_path):  # noqa: F811
     for p in processes:
         p.join(120)
     assert [p.exitcode for p in processes] == [0, 0]
+    assert not os.path.exists(os.path.join(tempfile.gettempdir(), uid.decode()))      # the rendezvous file
     labels = [np.load(tmp_path / f"labels{r}.npy") for r in range(2)]
     for rank, seen in enumerate(labels):
         # rank r of 2 reads records r, r + 2, ... (Caffe's DataLayer skips the other ranks' records)
