@@ -43,4 +43,4 @@ paths=.
 for arg in "$@"; do
     case "$arg" in test_*) paths= ;; esac
 done
-exec "$python" -m pytest -p no:cacheprovider --rootdir "$tree/python/caffe/test" "$@" $paths
+"$python" -m pytest -p no:cacheprovider --rootdir "$tree/python/caffe/test" "$@" $paths
