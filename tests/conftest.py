@@ -6,6 +6,7 @@ refreshed ../shared/golden).  Caffe's caffe.proto schema, which ours must stay w
 vendored as tests/spec/caffe_schema.txt (BREWNET_SCHEMA overrides it)."""
 import os
 import pathlib
+import shutil
 
 import pytest
 import torch
@@ -17,11 +18,28 @@ GOLDEN = pathlib.Path(os.environ.get("BREWNET_GOLDEN", REPO / "tests" / "golden"
 SCHEMA = pathlib.Path(os.environ.get("BREWNET_SCHEMA", REPO / "tests" / "spec" / "caffe_schema.txt"))
 
 
-@pytest.fixture
-def golden():
+@pytest.fixture(scope="session")
+def golden(tmp_path_factory):
+    """The golden tree as the tests see it: a session folder of links to the vendored files, except LevelDB
+    databases, which are copied, because opening one (as Caffe's reader does) rewrites its LOG and MANIFEST
+    files: the vendored bytes stay as Caffe wrote them."""
     if not GOLDEN.is_dir():
         pytest.fail(f"golden data not found at {GOLDEN} (set BREWNET_GOLDEN)")
-    return GOLDEN
+    view = tmp_path_factory.mktemp("golden")
+    for source in GOLDEN.iterdir():
+        _link_tree(source, view / source.name)
+    return view
+
+
+def _link_tree(source, target):
+    if source.is_dir() and source.name.endswith("_leveldb"):
+        shutil.copytree(source, target)
+    elif source.is_dir():
+        target.mkdir()
+        for child in source.iterdir():
+            _link_tree(child, target / child.name)
+    else:
+        target.symlink_to(source.resolve())
 
 
 @pytest.fixture
