@@ -23,10 +23,10 @@ import sys
 import torch
 
 from brewnet.proto import caffe_pb2
-from brewnet.proto.io import read_net_param
+from brewnet.proto.io import parse_text, read_net_param
 
 from .timing import fmt_ms, interleaved, median, paired_ratio, setup_process
-from .torch_nets import TorchNet
+from .torch_nets import CaffeSGD, TinyNet, TorchNet
 
 GOLDEN = os.environ.get("BREWNET_GOLDEN") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "golden")
@@ -51,7 +51,22 @@ MODELS = {
     "resnet50_overhead": dict(path=None, batch=2, shape=(3, 32, 32), classes=10, rounds=30, repeat=1),
     # ... and with 16x fewer channels (width 4): the kernels nearly vanish, what is left is per-layer work.
     "resnet50_thin": dict(path=None, batch=2, shape=(3, 32, 32), classes=10, width=4, rounds=30, repeat=3),
+    # The book's toy experiments (AND gate, optimizer races): DummyData 10x4 -> InnerProduct(2) ->
+    # SoftmaxWithLoss, trained for 10 000+ steps.  Kernels of a few nanoseconds: the time is the per-step
+    # Python of the solver loop, the Net and the update.  Against a hand-written eager loop (torch_nets.TinyNet).
+    "tiny": dict(path=None, batch=10, shape=(4,), classes=2, rounds=30, repeat=100),
 }
+
+# DummyData draws a fresh gaussian batch every forward (the label top is constant; build() puts the
+# benchmark's random labels into it, as it does for every model's Input layer).
+TINY = """name: "tiny"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 10 dim: 4 } shape { dim: 10 }
+                     data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
 
 
 # --- the nets ------------------------------------------------------------------------------------------------
@@ -127,6 +142,8 @@ def resnet50(batch, shape, classes, width=64):
 
 def net_param(name):
     spec = MODELS[name]
+    if name == "tiny":
+        return parse_text(TINY, caffe_pb2.NetParameter())
     if spec["path"] is None:        # the NetSpec-generated ResNet-50s
         return resnet50(spec["batch"], spec["shape"], spec["classes"], spec.get("width", 64))
     return with_input_layer(read_net_param(os.path.join(MODELS_DIR, spec["path"])), spec["batch"], spec["shape"])
@@ -161,11 +178,20 @@ def build(name, seed=0, dropout=True):
     data, label = make_inputs(name, seed)
     net.blobs["data"].data.copy_(data)
     net.blobs["label"].data.copy_(label.to(net.blobs["label"].data.dtype))
+    model, opt = torch_program(name, param)
+    return solver, model, opt, dict(data=data, label=label)
+
+
+def torch_program(name, param):
+    """The PyTorch contender: (model in train mode, optimizer).  `tiny` keeps Caffe's momentum rule written
+    as plain torch ops (CaffeSGD): at its size the rule's form is a visible part of the step."""
     spec = MODELS[name]
+    if name == "tiny":
+        model = TinyNet(spec["shape"][0], spec["classes"])
+        return model.train(), CaffeSGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     model = TorchNet(param, {"data": (spec["batch"],) + spec["shape"], "label": (spec["batch"],)})
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
-    return solver, model, opt, dict(data=data, label=label)
+    return model, torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
 
 
 def torch_train_step(model, opt, inputs):
@@ -227,10 +253,7 @@ def memory_child(name, framework, iters=3):
         solver.net.blobs["label"].data.copy_(label.float())
         solver.step(iters)
     else:
-        spec = MODELS[name]
-        param = net_param(name)
-        model = TorchNet(param, {"data": (spec["batch"],) + spec["shape"], "label": (spec["batch"],)})
-        opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+        model, opt = torch_program(name, net_param(name))
         data, label = make_inputs(name)
         for _ in range(iters):
             torch_train_step(model, opt, dict(data=data, label=label))
@@ -260,7 +283,9 @@ def check_same_model(name, atol=1e-4):
     with torch.no_grad():
         for t, b in zip(theirs, ours):
             t.copy_(b.data.reshape(t.shape))
+    torch.manual_seed(0)            # the same draws on both sides (tiny's DummyData refills its data)
     loss_b = net.forward()
+    torch.manual_seed(0)
     loss_t = torch_forward(model, inputs)
     return abs(loss_b - loss_t) <= atol * max(1.0, abs(loss_t)), loss_b, loss_t
 

@@ -105,4 +105,6 @@ def machine_description():
 
 
 def fmt_ms(seconds):
+    if seconds < 1e-3:          # the tiny net's step: a tenth of a millisecond would round away
+        return f"{seconds * 1e3:.3f}"
     return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds * 1e3:.0f}"

@@ -121,3 +121,36 @@ class TorchNet(nn.Module):
         for weight, logits, label in self.losses:
             loss = loss + weight * F.cross_entropy(blobs[logits], blobs[label])
         return loss
+
+
+class TinyNet(nn.Module):
+    """The `tiny` benchmark's net as a PyTorch user writes it: DummyData's gaussian batch drawn afresh into
+    `data` on every call (as the layer refills its top in every Forward), nn.Linear, cross-entropy."""
+
+    def __init__(self, inputs, classes):
+        super().__init__()
+        self.fc = nn.Linear(inputs, classes)
+
+    def forward(self, data, label):
+        return F.cross_entropy(self.fc(data.normal_()), label)
+
+
+class CaffeSGD:
+    """Caffe's SGD with momentum and L2 weight decay as plain eager torch ops, one parameter at a time (what
+    torch.optim.SGD does on the CPU):  g = grad + decay * w;  h = momentum * h + lr * g;  w -= h."""
+
+    def __init__(self, params, lr, momentum, weight_decay):
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.history = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        for p, h in zip(self.params, self.history):
+            g = p.grad.add_(p, alpha=self.weight_decay)
+            h.mul_(self.momentum).add_(g, alpha=self.lr)
+            p.sub_(h)
