@@ -12,7 +12,6 @@ A blob that receives a second update within one scope (shared statistics or weig
 ones, so repeated updates stay sequential.  Outside a scope (a layer run on its own, the gradient checks)
 updates happen at once, and so do gradients on the CPU (GATHER_CPU_GRADIENTS below).
 """
-import contextlib
 import threading
 
 import torch
@@ -78,6 +77,8 @@ class Gathered:
         return bool(self.keys.intersection(_blob_key(b) for b in blobs))
 
     def apply(self):
+        if not self.keys and not self.deferred:     # nothing gathered (a small net on the CPU: every pass)
+            return
         targets, factors, values, calls = self.targets, self.factors, self.values, self.deferred
         for blob, value in zip(self.diff_blobs, self.diff_values):
             if blob._diff is None:
@@ -102,20 +103,25 @@ class Gathered:
             apply()
 
 
-@contextlib.contextmanager
+    # The scope itself (`with gathered() as scope`): a class rather than a generator-based context manager,
+    # which costs a few microseconds per use, and the Net opens two per training step.
+    def __enter__(self):
+        stack = getattr(_local, "stack", None)
+        if stack is None:
+            stack = _local.stack = []
+        stack.append(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        _local.stack.pop()
+        self.apply()
+        return False
+
+
 def gathered():
     """Gather scale_add / add_to_diffs calls made inside and apply them when the scope ends (also on an
     error: the layers that ran did their updates, as they would have one by one)."""
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    scope = Gathered()
-    stack.append(scope)
-    try:
-        yield scope
-    finally:
-        stack.pop()
-        scope.apply()
+    return Gathered()
 
 
 def scale_add(targets, factor, values):

@@ -13,7 +13,6 @@ so a bad label still raises the layer's error, naming the value, before a weight
 layer computes with its labels clamped into range: an index out of range would otherwise stop the device
 with an assert the process cannot recover from.  A layer run on its own (outside a Net pass) checks at once.
 """
-import contextlib
 import threading
 
 import torch
@@ -46,17 +45,24 @@ class Checks:
                 fail()
 
 
-@contextlib.contextmanager
-def collecting(checks):
-    """Within the scope, layers on an accelerator hand their checks to `checks` (Net.forward_loss)."""
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(checks)
-    try:
-        yield checks
-    finally:
-        stack.pop()
+class collecting:
+    """Within the scope, layers on an accelerator hand their checks to `checks` (Net.forward_loss).  A class,
+    not a generator-based context manager: the Net opens one per forward pass, and that costs less."""
+    __slots__ = ("checks",)
+
+    def __init__(self, checks):
+        self.checks = checks
+
+    def __enter__(self):
+        stack = getattr(_local, "stack", None)
+        if stack is None:
+            stack = _local.stack = []
+        stack.append(self.checks)
+        return self.checks
+
+    def __exit__(self, *exc_info):
+        _local.stack.pop()
+        return False
 
 
 def deferring(tensor):

@@ -68,7 +68,8 @@ class Layer:
 
     def forward_loss(self, bottom, top):
         """Forward, returning the loss as a 0-d tensor (0.0 for a layer without loss weights): the Net adds
-        them up and converts once, instead of a host sync per loss layer."""
+        them up and converts once, instead of a host sync per loss layer.  A loss layer's 0-d top of weight
+        1 is returned as it is (its own sum; the next Forward overwrites it)."""
         self.reshape(bottom, top)
         self.forward(bottom, top)
         loss = None
@@ -76,7 +77,11 @@ class Layer:
             if weight:
                 blob.diff.fill_(weight)
                 # sum(top * weight), as Caffe's dot with the diff; weight 1 (nearly always) needs no product.
-                term = blob.data.sum() if weight == 1 else torch.sum(blob.data * blob.diff)
+                data = blob.data
+                if weight != 1:
+                    term = torch.sum(data * blob.diff)
+                else:
+                    term = data if data.dim() == 0 else data.sum()
                 loss = term if loss is None else loss + term
         return 0.0 if loss is None else loss
 

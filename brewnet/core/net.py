@@ -34,6 +34,31 @@ from .registry import create_layer
 
 log = get_logger("net")
 
+_NOTHING = contextlib.nullcontext()
+
+
+class _GradOff:
+    """torch.no_grad() for a scope entered with autograd on: the same switch, without building torch's
+    context object (decorator machinery that costs as much as a small layer's kernel).  Stateless, so one
+    instance serves every thread (grad mode is per thread)."""
+    __slots__ = ()
+
+    def __enter__(self):
+        torch._C._set_grad_enabled(False)
+
+    def __exit__(self, *exc_info):
+        torch._C._set_grad_enabled(True)
+        return False
+
+
+_GRAD_OFF = _GradOff()
+
+
+def no_grad():
+    """A scope with autograd off: Layer math runs without it.  Nothing to do when it is off already (a
+    solver's step turns it off once around forward and backward)."""
+    return _GRAD_OFF if torch.is_grad_enabled() else _NOTHING
+
 
 class Net(NetWeights, NetDebugInfo):
     # Run fusable layer groups (fusion.py) as one step in forward/backward.  Assign False on a net, or set
@@ -344,6 +369,9 @@ class Net(NetWeights, NetDebugInfo):
 
     # --- running ---------------------------------------------------------------------------------------------
     def _layer_range(self, start, end, default_start, default_end):
+        if start is None and end is None:       # every pass of a training step
+            return default_start, default_end
+
         def index(x, default):
             if x is None:
                 return default
@@ -393,28 +421,38 @@ class Net(NetWeights, NetDebugInfo):
         return self._forward_loss(start, end, check)
 
     def _forward_loss(self, start, end, check):
-        loss = 0.0
-        with torch.no_grad(), self._gathered(), device_checks.collecting(self._checks):
-            i = start
-            while i <= end:
-                group = self._fused_group(i, i, end)
-                if group is not None and group.first == i:
-                    group.forward()             # no loss: fused groups have no loss weights
-                    i = group.last + 1
-                    continue
-                if i in self._group_of:
-                    self._group_of[i].fused_forward = False
-                term = self.layers[i].forward_loss(self.bottom_vecs[i], self.top_vecs[i])
-                # Layers without a loss give the float 0.0: no tensor op for them (nor for the first loss).
-                if isinstance(term, torch.Tensor):
-                    loss = term if isinstance(loss, float) and loss == 0.0 else loss + term
-                elif term:
-                    loss = loss + term
-                if self.debug_info:
-                    self._forward_debug_info(i)
-                i += 1
+        with no_grad(), self._gathered(), device_checks.collecting(self._checks):
+            if self._group_of or self.debug_info:
+                loss = self._forward_grouped(start, end)
+            else:
+                loss = self._forward_plain(start, end)
         if check:
             self.check_values()
+        return loss
+
+    def _forward_plain(self, start, end):
+        """Layers start..end one by one: a net without fused groups, no debug log (the small nets' loop)."""
+        loss, layers, bottoms, tops = 0.0, self.layers, self.bottom_vecs, self.top_vecs
+        for i in range(start, end + 1):
+            term = layers[i].forward_loss(bottoms[i], tops[i])
+            if term.__class__ is not float or term:         # most layers: the float 0.0, no loss
+                loss = _add_loss(loss, term)
+        return loss
+
+    def _forward_grouped(self, start, end):
+        loss, i = 0.0, start
+        while i <= end:
+            group = self._fused_group(i, i, end)
+            if group is not None and group.first == i:
+                group.forward()             # no loss: fused groups have no loss weights
+                i = group.last + 1
+                continue
+            if i in self._group_of:
+                self._group_of[i].fused_forward = False
+            loss = _add_loss(loss, self.layers[i].forward_loss(self.bottom_vecs[i], self.top_vecs[i]))
+            if self.debug_info:
+                self._forward_debug_info(i)
+            i += 1
         return loss
 
     def check_values(self):
@@ -439,27 +477,37 @@ class Net(NetWeights, NetDebugInfo):
             self._param_norms_debug_info()
 
     def _backward(self, start, end):
-        with torch.no_grad(), self._gathered():
-            i = start
-            while i >= end:
-                group = self._fused_group(i, end, start)
-                if group is not None and group.last == i and group.fused_forward:
-                    group.backward()
-                    i = group.first - 1
-                    continue
-                if i in self._group_of:
-                    self._group_of[i].unfuse()      # the layers' own backward needs their own state
-                if self.layer_need_backward[i]:
-                    self.layers[i].Backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
-                    if self.debug_info:
-                        self._backward_debug_info(i)
-                i -= 1
+        with no_grad(), self._gathered():
+            if self._group_of or self.debug_info:
+                self._backward_grouped(start, end)
+                return
+            layers, need, tops, down, bottoms = (self.layers, self.layer_need_backward, self.top_vecs,
+                                                 self.bottom_need_backward, self.bottom_vecs)
+            for i in range(start, end - 1, -1):
+                if need[i]:
+                    layers[i].Backward(tops[i], down[i], bottoms[i])
+
+    def _backward_grouped(self, start, end):
+        i = start
+        while i >= end:
+            group = self._fused_group(i, end, start)
+            if group is not None and group.last == i and group.fused_forward:
+                group.backward()
+                i = group.first - 1
+                continue
+            if i in self._group_of:
+                self._group_of[i].unfuse()      # the layers' own backward needs their own state
+            if self.layer_need_backward[i]:
+                self.layers[i].Backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+                if self.debug_info:
+                    self._backward_debug_info(i)
+            i -= 1
 
     def _gathered(self):
         """The scope in which layers' blob updates (BatchNorm statistics, parameter gradients) are applied
         together at the end of the pass (core/deferred.py); with debug_info, layer by layer, since its log
         shows each layer's parameters right after the layer."""
-        return contextlib.nullcontext() if self.debug_info else deferred.gathered()
+        return _NOTHING if self.debug_info else deferred.gathered()
 
     def _fused_group(self, i, low, high):
         """The fused group layer i belongs to, if it may run as one step: fusion on, no per-layer debug log,
@@ -527,7 +575,7 @@ class Net(NetWeights, NetDebugInfo):
         """data -= diff for every learnable (owned) parameter, or those at positions `ids` of
         learnable_params (`diffs`: their diffs, if the caller has them); the solver has already scaled the
         diffs."""
-        with torch.no_grad():
+        with no_grad():
             # blob.update() for each, in one op: the same element-wise subtraction.
             params = self.learnable_params if ids is None else [self.learnable_params[i] for i in ids]
             if params:                  # torch's foreach ops refuse empty lists
@@ -576,6 +624,14 @@ class Net(NetWeights, NetDebugInfo):
 
     def layer_index(self, name):
         return self._layer_range(name, None, 0, 0)[0]
+
+
+def _add_loss(loss, term):
+    """loss + term.  Layers without a loss give the float 0.0: no tensor op for them (nor for the first
+    loss)."""
+    if isinstance(term, torch.Tensor):
+        return term if isinstance(loss, float) and loss == 0.0 else loss + term
+    return loss + term if term else loss
 
 
 __all__ = ["Net", "BrewnetError"]

@@ -332,6 +332,9 @@ class LossScaler:
 
 
 # --- the policy ----------------------------------------------------------------------------------------------
+_NO_CONTEXT = contextlib.nullcontext()       # fp32's compute context (reusable: it does nothing)
+
+
 class Precision:
     """A precision mode ('fp32', 'bf16', 'fp16') with its compute context and, for fp16, its loss scaler.
     Keyword arguments go to LossScaler (fp16 only)."""
@@ -359,7 +362,7 @@ class Precision:
         """The context a net's forward/backward runs in: nothing for fp32; else autocast, with the `lowered`
         layer methods under one LowPrecisionCompute."""
         if not self.enabled:
-            return contextlib.nullcontext()
+            return _NO_CONTEXT
         device_type = torch.device(device).type
         stack = contextlib.ExitStack()
         stack.enter_context(torch.autocast(device_type=device_type, dtype=self.dtype))

@@ -38,12 +38,18 @@ class DummyDataLayer(BaseDataLayer):
             self.fillers = [default] * n
         else:
             self.fillers = [param.data_filler[0 if len(param.data_filler) == 1 else i] for i in range(n)]
-        self.refill = [f.type != "constant" for f in self.fillers]
+        # Per top, what Forward draws: nothing (constant: filled once, below), a dense gaussian's (mean, std)
+        # drawn directly on the CPU (the toy nets trained 10 000+ steps: fill() first reads the filler's
+        # fields, a visible part of their step), or the filler for fill().
+        self.refill = [None if f.type == "constant" else (f.mean, f.std) if f.type == "gaussian" and f.sparse < 0
+                       else f for f in self.fillers]
         for blob, shape, filler in zip(top, shapes, self.fillers):
             blob.reshape(shape)
             fill(filler, blob)  # constant tops keep this; the others are drawn again in forward
 
     def forward(self, bottom, top):
         for blob, filler, refill in zip(top, self.fillers, self.refill):
-            if refill:
+            if refill.__class__ is tuple and blob.data.is_cpu:
+                blob.data.normal_(*refill)          # what fill() does for it
+            elif refill is not None:
                 fill(filler, blob)

@@ -221,15 +221,23 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         """Every position counts (no ignore_label): no masking, and the count is known without looking at the
         labels.  log(max(p, FLT_MIN)) = max(log p, log FLT_MIN), so the loss is minus the sum of the labels'
         log-softmax entries, each floored at log FLT_MIN; backward takes p = exp(log p)."""
-        on_cpu = bottom[1].data.device.type == "cpu"
-        if (on_cpu and device_checks.deferring(bottom[1].data) is None) or common.capturing():
+        label_data = bottom[1].data
+        if (label_data.is_cpu and device_checks.deferring(label_data) is None) or common.capturing():
             # gather checks every index on the CPU: the explicit range check runs only when it fails.
-            labels = bottom[1].data.reshape(-1).to(torch.int64)
+            labels = (label_data if label_data.dim() == 1 else label_data.reshape(-1)).to(torch.int64)
         else:
             labels, _ = self.read_labels(bottom[1], self.channels, want_valid=False)
         self.prob, self.valid, self.count = None, None, self.outer * self.inner
-        self.log_prob = log_softmax_over_channels(bottom[0].data, self.outer, self.channels, self.inner)
-        self.labels = labels.view(self.outer, 1, self.inner)
+        outer, channels, inner = self.outer, self.channels, self.inner
+        if inner == 1:
+            # Classification: log_prob and labels kept 2-D (outer, channels) / (outer, 1), as backward's
+            # one-kernel form reads them; a view costs about as much as a small net's kernel.
+            x = bottom[0].data
+            self.log_prob = torch.log_softmax(x if x.dim() == 2 else x.reshape(outer, channels), dim=1)
+            self.labels = labels.view(outer, 1)
+        else:
+            self.log_prob = log_softmax_over_channels(bottom[0].data, outer, channels, inner)
+            self.labels = labels.view(outer, 1, inner)
         try:
             picked = self.log_prob.gather(1, self.labels)
         except RuntimeError:
@@ -244,23 +252,12 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         self.refuse_backward_to(propagate_down, 1)
         if not propagate_down[0]:
             return
-        # Computed in the bottom's diff itself.
-        grad = bottom[0].diff.view(self.outer, self.channels, self.inner)
         normalizer = self.normalizer(self.outer, self.inner, self.count)
         if self.prob is None and self.inner == 1:
-            # scale * (p - 1 at the label, p elsewhere) in one kernel: torch's log-softmax backward (fast
-            # along the last axis) of an output gradient g that is -scale at each label and 0 elsewhere:
-            # g - p * sum(g).  g is a kept buffer of zeros: the labels' entries are set, then cleared.
-            grad, labels = grad.view(self.outer, self.channels), self.labels.view(self.outer, 1)
-            g = getattr(self, "_label_grad", None)
-            if g is None or g.shape != grad.shape or g.device != grad.device or g.dtype != grad.dtype:
-                g = self._label_grad = torch.zeros_like(grad)
-            # -loss weight / normalizer at each label (the weight is top[0].diff, as Caffe reads it)
-            g.scatter_(1, labels, torch.div(top[0].diff.view(1, 1), -normalizer).expand(labels.shape))
-            torch.ops.aten._log_softmax_backward_data.out(g, self.log_prob.view(grad.shape), 1, grad.dtype,
-                                                          out=grad)
-            g.scatter_(1, labels, 0.0)
+            self._backward_all_labels(top, bottom[0], normalizer)
             return
+        # Computed in the bottom's diff itself.
+        grad = bottom[0].diff.view(self.outer, self.channels, self.inner)
         if self.prob is None:
             torch.exp(self.log_prob.view(grad.shape), out=grad)
         else:
@@ -271,6 +268,30 @@ class SoftmaxWithLossLayer(NormalizedLoss):
             grad.scatter_add_(1, self.labels, -self.valid.to(grad.dtype))
             grad.mul_(self.valid)        # ignored positions get no gradient at all
         grad.mul_(self.loss_weight(top) / normalizer)
+
+    def _backward_all_labels(self, top, bottom, normalizer):
+        """scale * (p - 1 at the label, p elsewhere), into the bottom's diff in one kernel: torch's
+        log-softmax backward (fast along the last axis) of an output gradient g that is -scale at each label
+        and 0 elsewhere: g - p * sum(g).  g is a kept buffer of zeros: the labels' entries are set, then
+        cleared.  log_prob and labels are 2-D here (_forward_all_labels)."""
+        grad, labels = bottom.diff, self.labels
+        if grad.dim() != 2:
+            grad = grad.view(self.outer, self.channels)
+        g = self._label_grad
+        if g is None or g.shape != grad.shape or g.dtype != grad.dtype or g.device != grad.device:
+            g = self._label_grad = torch.zeros_like(grad)
+        # -loss weight / normalizer at each label (the weight is top[0].diff, as Caffe reads it).  The CPU
+        # reads the weight for free and divides in Python: the double quotient, rounded to the diff's dtype by
+        # scatter_, is the correctly rounded quotient torch.div computes (no tensor to make and expand).
+        weight = top[0].diff
+        if weight.is_cpu and not common.capturing():
+            g.scatter_(1, labels, weight.item() / -normalizer)
+        else:
+            g.scatter_(1, labels, torch.div(weight, -normalizer).expand(labels.shape))
+        torch._log_softmax_backward_data(g, self.log_prob, 1, grad.dtype, out=grad)
+        g.scatter_(1, labels, 0.0)
+
+    _label_grad = None
 
 
 @register_layer("EuclideanLoss")

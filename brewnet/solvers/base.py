@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..core import common
-from ..core.net import Net
+from ..core.net import Net, no_grad
 from ..core.precision import Precision
 from ..errors import BrewnetError, ProtoError, SolverError
 from ..log import get_logger
@@ -258,6 +258,7 @@ class Solver(LateRead):
         start_iter, stop_iter = self.iter, self.iter + int(iters)
         self.losses, self.smoothed_loss = [], 0.0
         self._timer_start, self._iterations_last = time.perf_counter(), self.iter
+        read_after_update = self.read_after_update      # the device's, for the whole call
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization) \
@@ -269,7 +270,7 @@ class Solver(LateRead):
                 callback.on_start()
             display = p.display and self.iter % p.display == 0
             self.net.debug_info = bool(display and p.debug_info)
-            late = self._reads_late(display)
+            late = read_after_update and self._reads_late(display)
             losses = []
             for _ in range(p.iter_size):
                 batch_loss = self.forward_backward(read=not late)
@@ -310,11 +311,13 @@ class Solver(LateRead):
             self._compiled = compiled_step(self.net, self.precision) or False
         if self.compile and self._compiled and not self.net.debug_info:    # debug_info logs every layer
             return self._compiled.forward_backward(read)
-        return self.precision.forward_backward(self.net, read)
+        with no_grad():     # once for both passes: the Net's own scopes then cost nothing
+            return self.precision.forward_backward(self.net, read)
 
     def _record_loss(self, losses, start_iter, display, iteration=None):
         """The iteration's loss (mean over iter_size) into the smoothed loss; the display lines."""
-        loss = float(F(sum(losses)) / F(self.param.iter_size))
+        iter_size = self.param.iter_size
+        loss = float(F(sum(losses)) / F(iter_size)) if iter_size != 1 else float(F(sum(losses)))
         self._update_smoothed_loss(loss, start_iter, self.param.average_loss, iteration)
         if display:
             self._display()

@@ -67,10 +67,10 @@ def validate(param, source="solver"):
 def learning_rate(param, it, current_step, F=np.float32):
     """Return (rate, current_step) for iteration `it` under `param.lr_policy`, computed in the scalar type F."""
     policy = param.lr_policy
+    if policy == "fixed":       # every step of the toy nets: no NumPy scalars beyond the one rounding
+        return float(F(param.base_lr)), current_step
     base_lr, gamma, power = F(param.base_lr), F(param.gamma), F(param.power)
-    if policy == "fixed":
-        rate = base_lr
-    elif policy == "step":
+    if policy == "step":
         current_step = it // param.stepsize
         rate = base_lr * np.power(gamma, F(current_step))
     elif policy == "exp":

@@ -16,10 +16,13 @@ Caffe's momentum keeps the learning rate inside the history (h = m·h + lr·g), 
 v = m·v + g; w -= lr·v — the two differ as soon as the rate changes, so the rules here are written out.
 The history (one blob per learnable parameter; Adam and AdaDelta keep two) is what the solverstate saves.
 """
+import functools
+
 import numpy as np
 import torch
 
 from ..core.blob import Blob, scale_all
+from ..core.net import no_grad
 from ..errors import SolverError
 from ..proto import caffe_pb2
 from ..proto.io import read_binary, write_binary
@@ -27,6 +30,48 @@ from . import lr_policy, snapshot as snap
 from .base import Solver, _g, log
 from .registry import register_solver
 
+
+
+def _product(F, a, b):
+    """float(F(a) * F(b)): a rate or decay times its multiplier, rounded in the blobs' precision F as Caffe
+    computes it.  Cached: NumPy scalar arithmetic costs about a microsecond a product, and a step asks for the
+    same few products again (a tiny net's whole update takes a few tens of microseconds).  Zeros are not
+    (0.0 and -0.0 are one key)."""
+    return _cached_product(F, a, b) if a and b else float(F(a) * F(b))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_product(F, a, b):
+    return float(F(a) * F(b))
+
+
+def _subset(values, positions):
+    """[values[k] for k in positions], or `values` itself when the positions are all of them (one group of
+    multipliers: the usual case)."""
+    return values if len(positions) == len(values) else [values[k] for k in positions]
+
+
+@functools.lru_cache(maxsize=16)
+def _on_accelerator(device):
+    return torch.device(device).type != "cpu"
+
+
+_cpu_factors = {}
+
+
+def _scale_all(tensors, factor):
+    """blob.scale_all, with the 0-d factor tensor it makes on the CPU kept from step to step (the momentum
+    factor never changes; making it costs as much as a tiny net's multiplication)."""
+    if not tensors[0].is_cpu:
+        scale_all(tensors, factor)
+        return
+    key = (factor, tensors[0].dtype)
+    tensor = _cpu_factors.get(key)
+    if tensor is None:
+        if len(_cpu_factors) > 64:
+            _cpu_factors.clear()
+        tensor = _cpu_factors[key] = torch.full((), factor, dtype=tensors[0].dtype)
+    torch._foreach_mul_(tensors, tensor)
 
 
 @register_solver("SGD")
@@ -51,7 +96,7 @@ class SGDSolver(Solver):
         rate = self.get_learning_rate()
         if self.param.display and self.iter % self.param.display == 0:
             log.info("Iteration %d, lr = %s", self.iter, _g(rate))
-        with torch.no_grad():
+        with no_grad():
             self.clip_gradients()
             every = range(len(self.net.learnable_params))
             if self.batched_update:
@@ -61,7 +106,8 @@ class SGDSolver(Solver):
                 # multi-tensor ops, where a loop would spend its time calling; large ones slice by slice.
                 small, large = self._small_and_large()
                 self.update_batched(small, rate)
-                self.update_in_chunks(large, rate)
+                if large:
+                    self.update_in_chunks(large, rate)
             else:
                 for param_id in every:
                     self.normalize(param_id)
@@ -132,7 +178,7 @@ class SGDSolver(Solver):
         batched, 23 ms in slices), so there only the small ones go batched.  Assign True/False to override."""
         if self._batched_update is not None:
             return self._batched_update
-        return torch.device(self.net.device).type != "cpu"
+        return _on_accelerator(self.net.device)
 
     @batched_update.setter
     def batched_update(self, value):
@@ -166,13 +212,13 @@ class SGDSolver(Solver):
     def regularize_all(self, ids, diffs):
         params = self.net.learnable_params
         for mult, positions in self._grouped(self.net.params_weight_decay, ids):
-            local_decay = float(self.F(self.param.weight_decay) * self.F(mult))
+            local_decay = _product(self.F, self.param.weight_decay, mult)
             if not local_decay:
                 continue
-            data = [params[ids[k]].data for k in positions]
+            data = [params[i].data for i in _subset(ids, positions)]
             if self.param.regularization_type != "L2":     # L1 (validated at construction)
                 data = torch._foreach_sign(data)
-            torch._foreach_add_([diffs[k] for k in positions], data, alpha=local_decay)
+            torch._foreach_add_(_subset(diffs, positions), data, alpha=local_decay)
 
     def compute_update_values(self, rate, ids, diffs):
         if type(self).compute_update_value is not SGDSolver.compute_update_value:
@@ -183,9 +229,9 @@ class SGDSolver(Solver):
         if not ids:                     # torch's foreach ops refuse empty lists
             return
         history = [self.history[i].data for i in ids]
-        scale_all(history, float(self.F(self.param.momentum)))
+        _scale_all(history, float(self.F(self.param.momentum)))
         for _, positions in self._grouped(self.net.params_lr, ids):
-            torch._foreach_add_([history[k] for k in positions], [diffs[k] for k in positions],
+            torch._foreach_add_(_subset(history, positions), _subset(diffs, positions),
                                 alpha=self.local_rate(ids[positions[0]], rate))
         torch._foreach_copy_(diffs, history)
 
@@ -219,7 +265,7 @@ class SGDSolver(Solver):
             param.diff.add_(torch.sign(param.data), alpha=local_decay)
 
     def local_rate(self, param_id, rate):
-        return float(self.F(rate) * self.F(self.net.params_lr[param_id]))
+        return _product(self.F, rate, self.net.params_lr[param_id])
 
     def compute_update_value(self, param_id, rate):
         g = self.net.learnable_params[param_id].diff
