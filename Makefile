@@ -28,9 +28,10 @@ demo: venv
 bench: venv
 	$(PY) -m benchmarks.run_all
 
-# Regenerate brewnet/proto/caffe.proto and caffe_pb2.py from the conformance schema (needs grpcio-tools).
-proto:
-	$(PY) scripts/schema_to_proto.py tests/spec/caffe_schema.txt brewnet/proto/caffe.proto
+# Regenerate brewnet/proto/caffe_pb2.py from brewnet/proto/caffe.proto (the hand-maintained source) with the
+# protoc of the `dev` extra (grpcio-tools, from PyPI).
+proto: venv
+	$(PY) -c 'import grpc_tools' 2>/dev/null || $(PIP) install -q -e '.[dev]'
 	$(PY) scripts/gen_pb2.py brewnet/proto
 
 clean:
