@@ -126,21 +126,40 @@ class InnerProductLayer(Layer):
 
     def _weight_nk(self):
         w = lowered_weight(self.blobs[0].data)
-        return w.t() if self.transpose else w
+        return self._t(w) if self.transpose else w
+
+    def _weight_kn(self):
+        w = lowered_weight(self.blobs[0].data)
+        return w if self.transpose else self._t(w)
+
+    def _t(self, tensor):
+        """tensor.t(), kept while the same tensor object comes back (the weight; top[0].diff): a view costs
+        about a microsecond, as much as a tiny net's kernel.  Two slots, weight and top diff."""
+        kept = self._transposes
+        if kept is None:
+            kept = self._transposes = {}
+        entry = kept.get(id(tensor))
+        if entry is None or entry[0] is not tensor:
+            if len(kept) > 2:
+                kept.clear()
+            entry = kept[id(tensor)] = (tensor, tensor.t())
+        return entry[1]
+
+    _transposes = None
 
     def forward(self, bottom, top):
         x = _matrix(bottom[0].data, self.M, self.K)
         y = _matrix(top[0].data, self.M, self.num_output, view=True)
         if self.bias_term:
-            lowered_call(torch.addmm, self.blobs[1].data, x, self._weight_nk().t(), out=y)
+            lowered_call(torch.addmm, self.blobs[1].data, x, self._weight_kn(), out=y)
         else:
-            lowered_call(torch.mm, x, self._weight_nk().t(), out=y)
+            lowered_call(torch.mm, x, self._weight_kn(), out=y)
 
     def backward(self, top, propagate_down, bottom):
         dy = _matrix(top[0].diff, self.M, self.num_output, view=True)
         x = _matrix(bottom[0].data, self.M, self.K)
         if self.param_propagate(0):
-            a, b = (x.t(), dy) if self.transpose else (dy.t(), x)
+            a, b = (x.t(), dy) if self.transpose else (self._t(dy), x)
             weight = self.blobs[0]
             if weight.diff_released():
                 # Cleared for this iteration (Net.clear_param_diffs): the product becomes the diff.

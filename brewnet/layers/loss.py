@@ -194,6 +194,8 @@ class SoftmaxWithLossLayer(NormalizedLoss):
                     f"Actual: {bottom[1].count()} labels of shape {bottom[1].shape}")
         if len(top) > 1:
             top[1].reshape_like(bottom[0])
+        # Without an ignore_label every prediction counts: the normalizer is known from the shapes.
+        self.all_labels_normalizer = self.normalizer(self.outer, self.inner, self.outer * self.inner)
         self.remember_shapes(bottom, top)
 
     def _axis(self, blob):
@@ -222,29 +224,31 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         labels.  log(max(p, FLT_MIN)) = max(log p, log FLT_MIN), so the loss is minus the sum of the labels'
         log-softmax entries, each floored at log FLT_MIN; backward takes p = exp(log p)."""
         label_data = bottom[1].data
-        if (label_data.is_cpu and device_checks.deferring(label_data) is None) or common.capturing():
-            # gather checks every index on the CPU: the explicit range check runs only when it fails.
-            labels = (label_data if label_data.dim() == 1 else label_data.reshape(-1)).to(torch.int64)
-        else:
-            labels, _ = self.read_labels(bottom[1], self.channels, want_valid=False)
-        self.prob, self.valid, self.count = None, None, self.outer * self.inner
         outer, channels, inner = self.outer, self.channels, self.inner
+        self.prob, self.valid, self.count = None, None, outer * inner
+        if (label_data.is_cpu and device_checks.deferring(label_data) is None) or common.capturing():
+            # gather checks every index on the CPU: the explicit range check runs only when it fails.  The
+            # labels go into a kept int64 buffer, already shaped for gather (copy_ truncates as .to() does).
+            flat, shaped = self._label_buffer(label_data, outer, inner)
+            flat.copy_(label_data if label_data.dim() == 1 else label_data.reshape(-1))
+            self.labels = shaped
+        else:
+            labels, _ = self.read_labels(bottom[1], channels, want_valid=False)
+            self.labels = labels.view(outer, 1) if inner == 1 else labels.view(outer, 1, inner)
         if inner == 1:
             # Classification: log_prob and labels kept 2-D (outer, channels) / (outer, 1), as backward's
             # one-kernel form reads them; a view costs about as much as a small net's kernel.
             x = bottom[0].data
             self.log_prob = torch.log_softmax(x if x.dim() == 2 else x.reshape(outer, channels), dim=1)
-            self.labels = labels.view(outer, 1)
         else:
             self.log_prob = log_softmax_over_channels(bottom[0].data, outer, channels, inner)
-            self.labels = labels.view(outer, 1, inner)
         try:
             picked = self.log_prob.gather(1, self.labels)
         except RuntimeError:
             self.read_labels(bottom[1], self.channels, want_valid=False)   # raises the LayerError
             raise
         log_likelihood = picked.clamp_(min=LOG_FLT_MIN).sum()
-        torch.div(log_likelihood, -self.normalizer(self.outer, self.inner, self.count), out=top[0].data)
+        torch.div(log_likelihood, -self.all_labels_normalizer, out=top[0].data)
         if len(top) > 1:
             torch.exp(self.log_prob.view(top[1].shape), out=top[1].data)
 
@@ -252,10 +256,10 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         self.refuse_backward_to(propagate_down, 1)
         if not propagate_down[0]:
             return
-        normalizer = self.normalizer(self.outer, self.inner, self.count)
         if self.prob is None and self.inner == 1:
-            self._backward_all_labels(top, bottom[0], normalizer)
+            self._backward_all_labels(top, bottom[0], self.all_labels_normalizer)
             return
+        normalizer = self.normalizer(self.outer, self.inner, self.count)
         # Computed in the bottom's diff itself.
         grad = bottom[0].diff.view(self.outer, self.channels, self.inner)
         if self.prob is None:
@@ -268,6 +272,19 @@ class SoftmaxWithLossLayer(NormalizedLoss):
             grad.scatter_add_(1, self.labels, -self.valid.to(grad.dtype))
             grad.mul_(self.valid)        # ignored positions get no gradient at all
         grad.mul_(self.loss_weight(top) / normalizer)
+
+    _labels_buffer = None
+
+    def _label_buffer(self, label_data, outer, inner):
+        """(flat, shaped): an int64 buffer for the outer * inner labels on their device, and its view as
+        gather's index, (outer, 1) or (outer, 1, inner).  Kept from pass to pass (the conversion and the view
+        of a fresh tensor cost more than a small net's kernels)."""
+        kept = self._labels_buffer
+        if kept is None or kept[1].shape[0] != outer or kept[0].numel() != outer * inner \
+                or kept[0].device != label_data.device:
+            flat = torch.empty(outer * inner, dtype=torch.int64, device=label_data.device)
+            kept = self._labels_buffer = (flat, flat.view(outer, 1) if inner == 1 else flat.view(outer, 1, inner))
+        return kept
 
     def _backward_all_labels(self, top, bottom, normalizer):
         """scale * (p - 1 at the label, p elsewhere), into the bottom's diff in one kernel: torch's

@@ -358,7 +358,12 @@ class Solver(LateRead):
         if len(self.losses) < average_loss:
             self.losses.append(loss)
             size = len(self.losses)
-            self.smoothed_loss = float((F(self.smoothed_loss) * F(size - 1) + F(loss)) / F(size))
+            if size == 1 and loss and math.isfinite(self.smoothed_loss) and float(F(loss)) == loss:
+                # (s * 0 + loss) / 1 is the loss itself (a zero keeps the NumPy form: its sign depends on s);
+                # a loop of step(1) calls, the toy nets' way, comes here every iteration.
+                self.smoothed_loss = loss
+            else:
+                self.smoothed_loss = float((F(self.smoothed_loss) * F(size - 1) + F(loss)) / F(size))
         else:
             index = ((self.iter if iteration is None else iteration) - start_iter) % average_loss
             self.smoothed_loss = float(F(self.smoothed_loss) + (F(loss) - F(self.losses[index])) / F(average_loss))
