@@ -9,7 +9,7 @@ from brewnet.errors import LayerError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
-from tests.layers.helpers import blob, make_layer
+from tests.layers.helpers import blob, check_layer, make_layer
 
 
 def setup_forward(text, bottom, ntop=1):
@@ -106,28 +106,24 @@ def test_inner_product_keeps_loaded_weights():
     assert torch.allclose(top.data, tensor([[2.5, 2.5]]))
 
 
-@pytest.mark.parametrize("params", ["", "transpose: true", "bias_term: false", "axis: 2", "axis: -1"])
-def test_inner_product_gradient(float64, params):
-    checker().check_gradient(make_layer(IP % params), [randn(1, 3, 5)], [Blob()])
+def inner_product(axis=1, transpose=False, bias=True):
+    """The torch oracle of InnerProduct: y = x (flattened from `axis`) W^T + b."""
+    def oracle(x, p):
+        w = p[0].t() if transpose else p[0]
+        return torch.nn.functional.linear(x.flatten(axis), w, p[1] if bias else None)
+    return oracle
 
 
-@pytest.mark.parametrize("transpose", [False, True])
-def test_inner_product_matches_torch_autograd_and_accumulates(float64, transpose):
-    x = randn(3, 2, 5)
-    layer, (top,) = setup_forward(IP % f"transpose: {str(transpose).lower()}", [x])
-    dy = torch.randn(3, 2, dtype=torch.float64)
-    top.diff.copy_(dy)
-    layer.Backward([top], [True], [x])
-    layer.Backward([top], [True], [x])                          # parameter diffs accumulate
-    xr = x.data.clone().requires_grad_(True)
-    w = layer.blobs[0].data.clone().requires_grad_(True)
-    b = layer.blobs[1].data.clone().requires_grad_(True)
-    y = torch.nn.functional.linear(xr.reshape(3, 10), w.t() if transpose else w, b)
-    y.backward(dy)
-    assert torch.allclose(top.data, y.detach())
-    assert torch.allclose(x.diff, xr.grad)
-    assert torch.allclose(layer.blobs[0].diff, 2 * w.grad)
-    assert torch.allclose(layer.blobs[1].diff, 2 * b.grad)
+@pytest.mark.parametrize("params,top_shape,oracle", [
+    ("", (3, 2), inner_product()),
+    ("transpose: true", (3, 2), inner_product(transpose=True)),
+    ("bias_term: false", (3, 2), inner_product(bias=False)),
+    ("axis: 2", (3, 2, 2), inner_product(axis=2)),
+    ("axis: -1", (3, 2, 2), inner_product(axis=2)),
+])
+def test_inner_product_gradient_autograd_accumulation_and_recording(params, top_shape, oracle):
+    # check_layer also runs Backward twice: the weight and bias diffs accumulate to twice autograd's.
+    check_layer(IP % params, [torch.randn(3, 2, 5, dtype=torch.float64)], [top_shape], oracle=oracle, tol=1e-9)
 
 
 # --- Eltwise ----------------------------------------------------------------------------------------------

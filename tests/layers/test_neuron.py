@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from brewnet.core.blob import Blob
-from brewnet.core.gradient_check import GradientChecker
 from brewnet.core.registry import create_layer
 from brewnet.errors import LayerError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from tests.layers.golden_case import golden_cases, run_golden_case
+from tests.layers.helpers import check_layer
 
 NEURON_TYPES = ("ReLU", "PReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "ELU", "Exp", "Log", "Power",
                 "Threshold", "Swish", "Clip", "Dropout")
@@ -211,73 +211,18 @@ SPECS = {
     "dropout_test": ('type: "Dropout"', lambda x, p: x, gaussian),
 }
 
-SHAPE = (1, 3, 5)      # batch 1, odd sizes
+SHAPE = (2, 3, 4, 3)
 
 
-def make_spec(key, phase=caffe_pb2.TRAIN):
+@pytest.mark.parametrize("key", sorted(SPECS))
+def test_gradient_autograd_in_place_and_recording(key):
     text, fn, maker = SPECS[key]
-    if key == "dropout_test":
-        phase = caffe_pb2.TEST
-    return make_layer(text, phase), fn, maker
-
-
-@pytest.mark.parametrize("key", sorted(SPECS))
-def test_gradient(float64, key):
-    layer, _, maker = make_spec(key)
-    x = blob(maker(SHAPE))
-    if key == "clip":  # keep clear of the clip bounds
-        x.data.copy_(torch.tensor([-0.9, -0.3, 0.1, 0.2, 0.8] * 3, dtype=torch.float64).reshape(SHAPE))
-    GradientChecker(stepsize=1e-4, threshold=1e-5).check_gradient(layer, [x], [Blob(name="y")])
-
-
-@pytest.mark.parametrize("key", sorted(SPECS))
-def test_in_place_matches_out_of_place(float64, key):
-    layer, _, maker = make_spec(key)
     x = maker(SHAPE)
-    dy = torch.randn(SHAPE, dtype=torch.float64)
-    bottom, top = blob(x), Blob(name="y")
-    layer.setup([bottom], [top])
-    layer.Forward([bottom], [top])
-    top.diff.copy_(dy)
-    for p in layer.blobs:
-        p.diff.zero_()
-    layer.Backward([top], [True], [bottom])
-    expected_y, expected_dx = top.data.clone(), bottom.diff.clone()
-    expected_dp = [p.diff.clone() for p in layer.blobs]
-
-    both = blob(x)
-    layer.Forward([both], [both])
-    close(both.data, expected_y, 1e-12)
-    both.diff.copy_(dy)
-    for p in layer.blobs:
-        p.diff.zero_()
-    layer.Backward([both], [True], [both])
-    close(both.diff, expected_dx, 1e-12)
-    for p, e in zip(layer.blobs, expected_dp):
-        close(p.diff, e, 1e-12)
-
-
-@pytest.mark.parametrize("key", sorted(SPECS))
-def test_matches_torch_autograd(float64, key):
-    layer, fn, maker = make_spec(key)
-    shape = (2, 3, 4, 3)
-    x = maker(shape)
-    bottom, top = blob(x), Blob(name="y")
-    layer.setup([bottom], [top])
-    layer.Forward([bottom], [top])
-    dy = torch.randn(shape, dtype=torch.float64)
-    top.diff.copy_(dy)
-    layer.Backward([top], [True], [bottom])
-
-    xr = x.clone().requires_grad_(True)
-    params = [p.data.clone().requires_grad_(True) for p in layer.blobs]
-    y = fn(xr, params)
-    y.backward(dy)
-    # 1e-6: the layer parameters are float32 in the proto (0.3 -> 0.30000001192...), the oracle's are exact.
-    close(top.data, y.detach(), 1e-6)
-    close(bottom.diff, xr.grad, 1e-6)
-    for p, ref in zip(layer.blobs, params):
-        close(p.diff, ref.grad, 1e-6)
+    if key == "clip":  # keep clear of the clip bounds
+        x = torch.tensor([-0.9, -0.3, 0.1, 0.2, 0.8, -0.7] * 12, dtype=torch.float64).reshape(SHAPE)
+    # tol 1e-6: the layer parameters are float32 in the proto (0.3 -> 0.30000001192...), the oracle's are exact.
+    check_layer(text, [x], [SHAPE], oracle=fn, tol=1e-6, in_place=True,
+                phase=caffe_pb2.TEST if key == "dropout_test" else caffe_pb2.TRAIN)
 
 
 def test_parameter_diffs_accumulate_and_respect_param_propagate_down():
