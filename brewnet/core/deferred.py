@@ -134,6 +134,15 @@ def scale_add(targets, factor, values):
         scope.scale_add(list(targets), factor, list(values))
 
 
+def add_to_diff(blob, value):
+    """add_to_diffs for one blob (InnerProduct's weight and bias), without the lists."""
+    scope = active()
+    if scope is None or (value.is_cpu and not GATHER_CPU_GRADIENTS):
+        blob.accumulate_diff(value)
+    else:
+        scope.add_to_diffs([blob], [value])
+
+
 def add_to_diffs(blobs, values):
     """blob.diff += value for parameter blobs (Blob.accumulate_diff: a cleared diff takes the value itself,
     so the values must be fresh tensors the caller drops, such as a kernel's outputs)."""

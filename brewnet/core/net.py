@@ -16,6 +16,7 @@ Assembly follows Caffe's Net::Init step by step, each step a method below:
 """
 import collections
 import contextlib
+import functools
 import os
 
 import torch
@@ -421,7 +422,7 @@ class Net(NetWeights, NetDebugInfo):
         return self._forward_loss(start, end, check)
 
     def _forward_loss(self, start, end, check):
-        with no_grad(), self._gathered(), device_checks.collecting(self._checks):
+        with no_grad(), self._gathered(), self._collecting():
             if self._group_of or self.debug_info:
                 loss = self._forward_grouped(start, end)
             else:
@@ -454,6 +455,17 @@ class Net(NetWeights, NetDebugInfo):
                 self._forward_debug_info(i)
             i += 1
         return loss
+
+    def _collecting(self):
+        """The scope in which layers hand device-value checks to this net (device_checks.py); none on the
+        CPU, which checks at once (unless the tests ask it to defer)."""
+        if self._on_cpu and not device_checks.DEFER_ON_CPU:
+            return _NOTHING
+        return device_checks.collecting(self._checks)
+
+    @property
+    def _on_cpu(self):
+        return _is_cpu(self.device)
 
     def check_values(self):
         """Raise the first failed check of device values (a label out of range) that the last forward_loss
@@ -507,7 +519,15 @@ class Net(NetWeights, NetDebugInfo):
         """The scope in which layers' blob updates (BatchNorm statistics, parameter gradients) are applied
         together at the end of the pass (core/deferred.py); with debug_info, layer by layer, since its log
         shows each layer's parameters right after the layer."""
-        return _NOTHING if self.debug_info else deferred.gathered()
+        if self.debug_info:
+            return _NOTHING
+        # One scope object per net, entered by every pass (it is empty again after applying).
+        scope = self._gather_scope
+        if scope is None:
+            scope = self._gather_scope = deferred.gathered()
+        return scope
+
+    _gather_scope = None
 
     def _fused_group(self, i, low, high):
         """The fused group layer i belongs to, if it may run as one step: fusion on, no per-layer debug log,
@@ -624,6 +644,11 @@ class Net(NetWeights, NetDebugInfo):
 
     def layer_index(self, name):
         return self._layer_range(name, None, 0, 0)[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _is_cpu(device):
+    return torch.device(device).type == "cpu"
 
 
 def _add_loss(loss, term):

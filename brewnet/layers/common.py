@@ -163,11 +163,11 @@ class InnerProductLayer(Layer):
             weight = self.blobs[0]
             if weight.diff_released():
                 # Cleared for this iteration (Net.clear_param_diffs): the product becomes the diff.
-                deferred.add_to_diffs([weight], [lowered_call(torch.mm, a, b)])
+                deferred.add_to_diff(weight, lowered_call(torch.mm, a, b))
             else:
                 lowered_call(torch.Tensor.addmm_, weight.diff, a, b)    # accumulate in the one kernel
         if self.bias_term and self.param_propagate(1):
-            deferred.add_to_diffs([self.blobs[1]], [dy.sum(0)])
+            deferred.add_to_diff(self.blobs[1], dy.sum(0))
         if propagate_down[0]:
             dx = _matrix(bottom[0].diff, self.M, self.K, view=True)
             lowered_call(torch.mm, dy, self._weight_nk(), out=dx)
