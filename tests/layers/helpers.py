@@ -90,7 +90,9 @@ class LayerCase:
         self.layer = layer_class(param) if layer_class else create_layer(param)
 
     def blobs(self, count):
-        return [tensor_blob(v) for v in self.values], [Blob(dtype=torch.float64, name=f"top{i}") for i in range(count)]
+        """Fresh bottoms holding the values, and `count` empty tops."""
+        return [tensor_blob(v) for v in self.values], [Blob(dtype=torch.float64, name=f"top{i}")
+                                                       for i in range(count)]
 
     def run(self, bottom, top, top_diffs=None, propagate_down=None):
         torch.manual_seed(self.seed)
@@ -141,7 +143,7 @@ def check_layer(layer, bottoms, top_shapes, *, oracle=None, tol=1e-6, grad_botto
         if record:
             _check_recording(case, bottom, top, dys, propagate_down)
         if backward:
-            gradient = LayerCase(param, bottoms, seed, layer_class)      # a layer of its own: the check perturbs its blobs
+            gradient = LayerCase(param, bottoms, seed, layer_class)     # its own: the check perturbs blobs
             checker = checker or GradientChecker(stepsize=1e-4, threshold=1e-5)
             for i in ([-1] if len(grad_bottoms) == len(bottoms) else grad_bottoms):
                 checker.check_gradient(gradient.layer, *gradient.blobs(len(top_shapes)), check_bottom=i)
@@ -174,8 +176,15 @@ def _check_oracle(case, bottom, top, dys, propagate_down, oracle, tol):
 
 
 def _outputs(case, bottom, top):
-    return ([t.data.clone() for t in top] + [b.diff.clone() for b in bottom]
-            + [p.diff.clone() for p in case.layer.blobs])
+    """{name: copy} of what a run computes: the tops, the bottom diffs and the parameter diffs."""
+    return {**{f"top {i}": t.data.clone() for i, t in enumerate(top)},
+            **{f"bottom {i} diff": b.diff.clone() for i, b in enumerate(bottom)},
+            **{f"param {i} diff": p.diff.clone() for i, p in enumerate(case.layer.blobs)}}
+
+
+def _assert_same_outputs(what, actual, expected):
+    for name, value in expected.items():
+        assert_close(f"{what}: {name}", actual[name], value, 1e-12)
 
 
 def _check_in_place(case, bottom, top, dys, propagate_down):
@@ -183,11 +192,8 @@ def _check_in_place(case, bottom, top, dys, propagate_down):
     expected = _outputs(case, bottom, top)
     both = tensor_blob(case.values[0])
     case.run([both], [both], dys, propagate_down)
-    what = ["top 0"] + (["bottom 0 diff"] + [f"param {i} diff" for i in range(len(case.layer.blobs))]
-                        if dys is not None else [])
-    actual = [both.data] + ([both.diff] + [p.diff for p in case.layer.blobs] if dys is not None else [])
-    for label, a, e in zip(what, actual, expected):
-        assert_close(f"{case.layer.type} '{case.layer.name}' in place: {label}", a, e, 1e-12)
+    _assert_same_outputs(f"{case.layer.type} '{case.layer.name}' in place", _outputs(case, [both], [both]),
+                         expected)
 
 
 def _check_recording(case, bottom, top, dys, propagate_down):
@@ -204,5 +210,4 @@ def _check_recording(case, bottom, top, dys, propagate_down):
             case.layer.Backward(top, propagate_down, bottom)
     assert syncs.found == [], f"{case.layer.type} '{case.layer.name}' waits for the device when recorded: " \
                               f"{syncs.found}"
-    for i, (a, e) in enumerate(zip(_outputs(case, bottom, top), expected)):
-        assert_close(f"{case.layer.type} '{case.layer.name}' recorded: output {i}", a, e, 1e-12)
+    _assert_same_outputs(f"{case.layer.type} '{case.layer.name}' recorded", _outputs(case, bottom, top), expected)
