@@ -204,8 +204,8 @@ def test_a_changed_field_is_named_with_what_differs(schema, message, field, chan
 
 
 def test_missing_messages_fields_and_changed_enums_are_named(schema):
-    schema.messages["CenterLossParameter"] = {}
-    schema.messages["LayerParameter"]["center_loss_param"] = Field(149, "optional", "CenterLossParameter",
+    schema.messages["GhostLossParameter"] = {}
+    schema.messages["LayerParameter"]["ghost_loss_param"] = Field(160, "optional", "GhostLossParameter",
                                                                    False, None)
     schema.enums["Phase"]["VALIDATE"] = 2
     schema.enums["PoolingParameter.Ghost"] = {"A": 0}
@@ -213,8 +213,8 @@ def test_missing_messages_fields_and_changed_enums_are_named(schema):
         "enum Phase: values are {'TRAIN': 0, 'TEST': 1} in caffe_pb2, {'TRAIN': 0, 'TEST': 1, 'VALIDATE': 2} "
         "in Caffe",
         "enum PoolingParameter.Ghost: missing from caffe_pb2",
-        "LayerParameter.center_loss_param: missing from caffe_pb2 (Caffe's field 149)",
-        "message CenterLossParameter: missing from caffe_pb2",
+        "LayerParameter.ghost_loss_param: missing from caffe_pb2 (Caffe's field 160)",
+        "message GhostLossParameter: missing from caffe_pb2",
     ]
 
 
@@ -240,10 +240,10 @@ def _message(proto, name):
 
 def test_extensions_may_add_but_not_change(schema):
     def extend(proto):                      # what the next layers add: a message and a LayerParameter field
-        proto.message_type.add(name="CenterLossParameter").field.add(name="num_output", number=1, type=13,
+        proto.message_type.add(name="GhostLossParameter").field.add(name="num_output", number=1, type=13,
                                                                      label=1)
-        _message(proto, "LayerParameter").field.add(name="center_loss_param", number=149, type=11, label=1,
-                                                    type_name=".caffe.CenterLossParameter")
+        _message(proto, "LayerParameter").field.add(name="ghost_loss_param", number=160, type=11, label=1,
+                                                    type_name=".caffe.GhostLossParameter")
 
     def renumber(proto):                    # an extension that takes Caffe's number moves Caffe's field
         next(f for f in _message(proto, "LayerParameter").field if f.name == "swish_param").number = 150
