@@ -1,0 +1,113 @@
+"""Figures for the book's laboratory and for users' own experiments: one module, matplotlib's Agg backend
+(no display needed), every function writes one PNG and returns its path.
+
+    line_plot(path, {"measured": ys, "predicted": ys2}, xlabel=..., ylabel=..., logy=True)
+    bar_plot(path, labels, {"series": values})
+    image_grid(path, images, ncols=8, titles=None)      # images: N x H x W (grey) or N x H x W x 3
+    histograms(path, {"conv1": values, ...})            # one panel per entry
+"""
+import os
+
+import numpy as np
+
+from .errors import BrewnetError
+
+
+class PlotError(BrewnetError):
+    """A figure that cannot be drawn from the values given (wrong shape, nothing to draw)."""
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path, title):
+    plt = _pyplot()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def line_plot(path, series, xlabel="", ylabel="", title="", logy=False, x=None, styles=None):
+    """One line per entry of `series` (name -> values); `styles` maps a name to a matplotlib format ("o--")."""
+    if not series:
+        raise PlotError(f"line_plot {path}: no series to draw")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in series.items():
+        values = np.asarray(values, dtype=float).ravel()
+        xs = np.arange(1, len(values) + 1) if x is None else np.asarray(x)
+        if len(xs) != len(values):
+            raise PlotError(f"line_plot {path}: series {name!r} has {len(values)} values, Expect: {len(xs)}")
+        ax.plot(xs, values, (styles or {}).get(name, "-"), label=name)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return _save(fig, path, title)
+
+
+def bar_plot(path, labels, series, ylabel="", title="", logy=False):
+    """Grouped bars: one group per label, one bar per series (name -> one value per label)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, len(labels) * 0.9), 4))
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        values = np.asarray(values, dtype=float).ravel()
+        if len(values) != len(labels):
+            raise PlotError(f"bar_plot {path}: series {name!r} has {len(values)} values, Expect: {len(labels)}")
+        ax.bar(np.arange(len(labels)) + i * width, values, width, label=name)
+    ax.set_xticks(np.arange(len(labels)) + width * (len(series) - 1) / 2, labels, rotation=30, fontsize=8)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return _save(fig, path, title)
+
+
+def image_grid(path, images, ncols=8, titles=None, title="", normalize=True):
+    """Images N x H x W (grey) or N x H x W x 3; each scaled to its own range when `normalize`."""
+    images = np.asarray(images, dtype=float)
+    if images.ndim not in (3, 4) or len(images) == 0:
+        raise PlotError(f"image_grid {path}: Expect: N x H x W or N x H x W x 3 images, Actual: shape "
+                        f"{images.shape}")
+    plt = _pyplot()
+    ncols = min(ncols, len(images))
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.6 * nrows + 0.3), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        img = images[i]
+        if normalize:
+            low, high = img.min(), img.max()
+            img = (img - low) / (high - low) if high > low else np.zeros_like(img)
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0 if normalize else None,
+                  vmax=1 if normalize else None)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    return _save(fig, path, title)
+
+
+def histograms(path, values_by_name, bins=50, title="", xlabel=""):
+    """One histogram panel per entry (name -> values), side by side."""
+    if not values_by_name:
+        raise PlotError(f"histograms {path}: nothing to draw")
+    plt = _pyplot()
+    n = len(values_by_name)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
+    for ax, (name, values) in zip(axes[0], values_by_name.items()):
+        ax.hist(np.asarray(values, dtype=float).ravel(), bins=bins)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=7)
+        ax.tick_params(labelsize=6)
+    return _save(fig, path, title)

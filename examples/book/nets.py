@@ -1,0 +1,59 @@
+"""How the experiments build brewnet nets and solvers: from prototxt text, as a Caffe user writes them."""
+import contextlib
+import logging
+
+import numpy as np
+import torch
+
+from brewnet.core.net import Net
+from brewnet.proto import caffe_pb2
+from brewnet.proto.io import parse_text
+from brewnet.solvers import get_solver
+
+
+@contextlib.contextmanager
+def quiet():
+    """Net assembly and solver steps log in glog style; the experiments print their own lines instead."""
+    logger = logging.getLogger("brewnet")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def net_from_text(text, phase="TRAIN"):
+    param = parse_text(text, caffe_pb2.NetParameter())
+    with quiet():
+        return Net(param, phase=getattr(caffe_pb2, phase))
+
+
+def solver_from_text(net_text, solver_text):
+    param = parse_text(f'{solver_text}\nnet_param {{ {net_text} }}', caffe_pb2.SolverParameter())
+    with quiet():
+        return get_solver(param)
+
+
+def step(solver, iters=1):
+    with quiet():
+        solver.step(iters)
+
+
+def put(net, name, array):
+    """Copy a NumPy array into a blob's data (reshaping the blob when the shape differs)."""
+    blob = net.blobs[name]
+    tensor = torch.as_tensor(np.asarray(array), dtype=blob.data.dtype)
+    if tuple(blob.shape) != tuple(tensor.shape):
+        blob.reshape(list(tensor.shape))
+    blob.data.copy_(tensor)
+
+
+def get(blob_or_tensor, diff=False):
+    t = blob_or_tensor.diff if diff else blob_or_tensor.data
+    return t.detach().cpu().double().numpy().copy()
+
+
+def params(net, layer):
+    """The layer's parameter blobs as float64 arrays (weights, then bias)."""
+    return [get(b) for b in net.layer_by_name(layer).blobs]
