@@ -135,7 +135,7 @@ def equal_init(ctx):
     ours = (f"every unit of a layer keeps the same weight (spread 0). Final w1/w2 for w=0, w=1 after {steps} "
             f"steps: " + "; ".join(lines) + ". No reading gives the book's -2.490/-3.373, 2.482/3.231 exactly; "
             "bias with 1/2*sum is closest and matches the signs. First iteration: top_val "
-            f"{np.round(ones["top_val"], 4).tolist()} (hidden, w=1, no bias = sigmoid(0,1,1,2); the book truncates 0.8808 to 0.880); residual_z "
+            f"{np.round(ones['top_val'], 4).tolist()} (hidden, w=1, no bias = sigmoid(0,1,1,2); the book truncates 0.8808 to 0.880); residual_z "
             f"{zeros['residual_z'][0]:.3f} (w=0, label 0); grad_w {mixed['grad_w'][0]:.4f} only with w1=1 and "
             f"w2=0 (0.125*(0.5+0.731+0.731-0.880)); all-0 gives {zeros['grad_w'][0]:.3f}, all-1 "
             f"{ones['grad_w'][0]:.4f}: the book's printout mixes two initialisations")

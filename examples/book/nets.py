@@ -23,10 +23,11 @@ def quiet():
         logger.setLevel(level)
 
 
-def net_from_text(text, phase="TRAIN"):
+def net_from_text(text, phase="TRAIN", dtype=None):
+    """A Net from prototxt text; dtype torch.float64 for the experiments that compare with exact math."""
     param = parse_text(text, caffe_pb2.NetParameter())
     with quiet():
-        return Net(param, phase=getattr(caffe_pb2, phase))
+        return Net(param, phase=getattr(caffe_pb2, phase), dtype=dtype)
 
 
 def solver_from_text(net_text, solver_text):
@@ -47,6 +48,16 @@ def put(net, name, array):
     if tuple(blob.shape) != tuple(tensor.shape):
         blob.reshape(list(tensor.shape))
     blob.data.copy_(tensor)
+
+
+def set_diff(net, name, array):
+    blob = net.blobs[name]
+    blob.diff.copy_(torch.as_tensor(np.asarray(array), dtype=blob.data.dtype))
+
+
+def set_param(net, layer, index, array):
+    blob = net.layer_by_name(layer).blobs[index]
+    blob.data.copy_(torch.as_tensor(np.asarray(array), dtype=blob.data.dtype))
 
 
 def get(blob_or_tensor, diff=False):
