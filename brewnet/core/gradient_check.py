@@ -47,8 +47,9 @@ class GradientChecker:
         blobs = []     # (label, blob) pairs whose gradient we check
         if not element_wise:
             for i, p in enumerate(layer.blobs):
-                p.diff.zero_()
-                blobs.append((f"param {i}", p))
+                if layer.param_propagate(i):        # a parameter the layer gives no gradient is not checked
+                    p.diff.zero_()
+                    blobs.append((f"param {i}", p))
         for i, b in enumerate(bottom):
             if check_bottom < 0 or i == check_bottom:
                 blobs.append((f"bottom {i}", b))

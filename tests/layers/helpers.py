@@ -106,7 +106,8 @@ class LayerCase:
 
 
 def check_layer(layer, bottoms, top_shapes, *, oracle=None, tol=1e-6, grad_bottoms=None, in_place=False,
-                params=None, phase=None, checker=None, backward=True, record=True, seed=1701, layer_class=None):
+                params=None, phase=None, checker=None, backward=True, record=True, seed=1701, layer_class=None,
+                param_gradients=True):
     """The checks every layer's tests run, in float64, on the layer built from `layer` (the text of a
     LayerParameter without its name, or a LayerParameter) over tensors of `bottoms`:
 
@@ -120,7 +121,9 @@ def check_layer(layer, bottoms, top_shapes, *, oracle=None, tol=1e-6, grad_botto
     (e) `record`: forward and backward in recording mode (common.graph_capture, what -compile records) make
         no host sync (HostSyncs) and give the eager numbers.
     `backward=False` (layers without a gradient) leaves out the backward parts; `layer_class` builds a class
-    that is not registered (a layer being written).  Returns the layer of (a)."""
+    that is not registered (a layer being written); `param_gradients=False`, for a layer whose parameter
+    diffs are an update rule rather than a gradient (CenterLoss's centers), leaves the parameters out of (b)
+    and (c) (their own tests check them; (d) and (e) still compare them).  Returns the layer of (a)."""
     param = _layer_param(layer, phase)
     grad_bottoms = range(len(bottoms)) if grad_bottoms is None else grad_bottoms
     propagate_down = [backward and i in grad_bottoms for i in range(len(bottoms))]
@@ -137,23 +140,26 @@ def check_layer(layer, bottoms, top_shapes, *, oracle=None, tol=1e-6, grad_botto
         dys = [torch.randn(s, dtype=torch.float64) for s in shapes] if backward else None
         case.run(bottom, top, dys, propagate_down)
         if oracle is not None:
-            _check_oracle(case, bottom, top, dys, propagate_down, oracle, tol)
+            _check_oracle(case, bottom, top, dys, propagate_down, oracle, tol, param_gradients)
         if in_place:
             _check_in_place(case, bottom, top, dys, propagate_down)
         if record:
             _check_recording(case, bottom, top, dys, propagate_down)
         if backward:
             gradient = LayerCase(param, bottoms, seed, layer_class)     # its own: the check perturbs blobs
+            if not param_gradients:
+                for i in range(len(case.layer.blobs)):
+                    gradient.layer.set_param_propagate_down(i, False)
             checker = checker or GradientChecker(stepsize=1e-4, threshold=1e-5)
             for i in ([-1] if len(grad_bottoms) == len(bottoms) else grad_bottoms):
                 checker.check_gradient(gradient.layer, *gradient.blobs(len(top_shapes)), check_bottom=i)
     return case.layer
 
 
-def _check_oracle(case, bottom, top, dys, propagate_down, oracle, tol):
+def _check_oracle(case, bottom, top, dys, propagate_down, oracle, tol, param_gradients=True):
     name = f"{case.layer.type} '{case.layer.name}'"
     xs = [v.clone().requires_grad_(down) for v, down in zip(case.values, propagate_down)]
-    ps = [p.data.clone().requires_grad_(dys is not None) for p in case.layer.blobs]
+    ps = [p.data.clone().requires_grad_(dys is not None and param_gradients) for p in case.layer.blobs]
     torch.manual_seed(case.seed)
     ys = oracle(*xs, ps)
     ys = [ys] if isinstance(ys, torch.Tensor) else list(ys)
@@ -166,13 +172,16 @@ def _check_oracle(case, bottom, top, dys, propagate_down, oracle, tol):
         if x.requires_grad:
             assert_close(f"{name}: bottom {i} diff against autograd", blob.diff, x.grad, tol)
     for i, (blob, p) in enumerate(zip(case.layer.blobs, ps)):
-        assert_close(f"{name}: param {i} diff against autograd", blob.diff, p.grad, tol)
+        if p.requires_grad:
+            assert_close(f"{name}: param {i} diff against autograd", blob.diff, p.grad, tol)
     case.layer.Backward(top, propagate_down, bottom)
     for i, (blob, x) in enumerate(zip(bottom, xs)):
         if x.requires_grad:
             assert_close(f"{name}: bottom {i} diff after a second Backward (overwritten)", blob.diff, x.grad, tol)
     for i, (blob, p) in enumerate(zip(case.layer.blobs, ps)):
-        assert_close(f"{name}: param {i} diff after a second Backward (accumulated)", blob.diff, 2 * p.grad, tol)
+        if p.requires_grad:
+            assert_close(f"{name}: param {i} diff after a second Backward (accumulated)", blob.diff,
+                         2 * p.grad, tol)
 
 
 def _outputs(case, bottom, top):
