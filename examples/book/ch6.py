@@ -266,7 +266,7 @@ def zca(ctx):
                    title="6.4: image patches (top) and ZCA-whitened by brewnet InnerProduct (bottom)")
     viz.image_grid(ctx.figure("zca_filters.png"), pw[:: size + 1][:16].reshape(-1, size, size), ncols=8,
                    title="6.4: rows of the patches' ZCA matrix")
-    ours = (f"W = {np.round(w, 3).tolist()}; W·C·W = I to {np.abs(w @ BOOK_COVARIANCE @ w - np.eye(2)).max():.0e}; "
+    ours = (f"W = {np.round(w, 4).tolist()} (the book truncates 1.0566 to 1.056); W·C·W = I to {np.abs(w @ BOOK_COVARIANCE @ w - np.eye(2)).max():.0e}; "
             f"{len(samples)} samples whitened by InnerProduct: covariance off I by "
             f"{np.abs(cov_after - np.eye(2)).max():.0e}; patches figure zca_patches.png")
     return Result(ours=ours, numbers={"W": w, "cov_after": cov_after, "WCW": w @ BOOK_COVARIANCE @ w},
