@@ -133,8 +133,10 @@ def equal_init(ctx):
     ctx.say(f"  first iteration, w1 = 1, w2 = 0: residual_z {np.round(mixed['residual_z'], 3).tolist()}, "
             f"grad_w {np.round(mixed['grad_w'], 4).tolist()}")
     ours = (f"every unit of a layer keeps the same weight (spread 0). Final w1/w2 for w=0, w=1 after {steps} "
-            f"steps: " + "; ".join(lines) + ". No reading gives the book's -2.490/-3.373, 2.482/3.231 exactly; "
-            "bias with 1/2*sum is closest and matches the signs. First iteration: top_val "
+            f"steps: " + "; ".join(lines) + ". No reading gives the book's -2.490/-3.373, 2.482/3.231 (also tried "
+            "with the same equations in NumPy: per-sample updates, lr 0.5 and 1, loss x2, biases at 1 or not "
+            "trained): the printed finals follow from none; biases with 1/2*sum is closest and matches the signs "
+            "(the book's own run probably differed in a detail not printed). First iteration: top_val "
             f"{np.round(ones['top_val'], 4).tolist()} (hidden, w=1, no bias = sigmoid(0,1,1,2); the book truncates 0.8808 to 0.880); residual_z "
             f"{zeros['residual_z'][0]:.3f} (w=0, label 0); grad_w {mixed['grad_w'][0]:.4f} only with w1=1 and "
             f"w2=0 (0.125*(0.5+0.731+0.731-0.880)); all-0 gives {zeros['grad_w'][0]:.3f}, all-1 "
