@@ -100,7 +100,7 @@ def resnet50(batch, shape, classes, width=64):
     """ResNet-50 (He et al., the layout of KaimingHe/deep-residual-networks' ResNet-50-deploy.prototxt) for
     training, written with NetSpec: Convolution without bias + BatchNorm + Scale(bias) + ReLU, bottleneck
     blocks 3-4-6-3, global average pooling, fc1000, SoftmaxWithLoss."""
-    from brewnet.net_spec import NetSpec, layers as L, params as P
+    from brewnet.pycaffe.net_spec import NetSpec, layers as L, params as P
     n = NetSpec()
     n.data, n.label = L.Input(ntop=2, input_param=dict(shape=[dict(dim=[batch] + list(shape)),
                                                                 dict(dim=[batch])]))

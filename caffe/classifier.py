@@ -1,6 +1,6 @@
-"""caffe.classifier is brewnet.classifier (the same module object)."""
+"""caffe.classifier is brewnet.pycaffe.classifier (the same module object)."""
 import sys
 
-import brewnet.classifier
+import brewnet.pycaffe.classifier
 
-sys.modules[__name__] = brewnet.classifier
+sys.modules[__name__] = brewnet.pycaffe.classifier

@@ -1,6 +1,6 @@
-"""caffe.coord_map is brewnet.coord_map (the same module object)."""
+"""caffe.coord_map is brewnet.pycaffe.coord_map (the same module object)."""
 import sys
 
-import brewnet.coord_map
+import brewnet.pycaffe.coord_map
 
-sys.modules[__name__] = brewnet.coord_map
+sys.modules[__name__] = brewnet.pycaffe.coord_map

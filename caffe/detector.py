@@ -1,6 +1,6 @@
-"""caffe.detector is brewnet.detector (the same module object)."""
+"""caffe.detector is brewnet.pycaffe.detector (the same module object)."""
 import sys
 
-import brewnet.detector
+import brewnet.pycaffe.detector
 
-sys.modules[__name__] = brewnet.detector
+sys.modules[__name__] = brewnet.pycaffe.detector

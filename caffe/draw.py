@@ -1,6 +1,6 @@
-"""caffe.draw is brewnet.draw (the same module object)."""
+"""caffe.draw is brewnet.pycaffe.draw (the same module object)."""
 import sys
 
-import brewnet.draw
+import brewnet.pycaffe.draw
 
-sys.modules[__name__] = brewnet.draw
+sys.modules[__name__] = brewnet.pycaffe.draw

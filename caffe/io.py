@@ -1,6 +1,6 @@
-"""caffe.io is brewnet.io (the same module object)."""
+"""caffe.io is brewnet.pycaffe.io (the same module object)."""
 import sys
 
-import brewnet.io
+import brewnet.pycaffe.io
 
-sys.modules[__name__] = brewnet.io
+sys.modules[__name__] = brewnet.pycaffe.io

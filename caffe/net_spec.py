@@ -1,6 +1,6 @@
-"""caffe.net_spec is brewnet.net_spec (the same module object)."""
+"""caffe.net_spec is brewnet.pycaffe.net_spec (the same module object)."""
 import sys
 
-import brewnet.net_spec
+import brewnet.pycaffe.net_spec
 
-sys.modules[__name__] = brewnet.net_spec
+sys.modules[__name__] = brewnet.pycaffe.net_spec

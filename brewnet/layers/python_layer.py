@@ -9,7 +9,7 @@ LayerParameter, and from then on forwards every hook to it:
     backward(top, propagate_down, bottom)
 
 as in pycaffe, `bottom` / `top` are lists of blob views whose `.data` / `.diff` are NumPy arrays sharing the
-blobs' memory (see brewnet.core.pyblob), and `self.blobs` lists the layer's parameter blobs, grown with
+blobs' memory (see brewnet.pycaffe.blob), and `self.blobs` lists the layer's parameter blobs, grown with
 `self.blobs.add_blob(*shape)`.  User classes derive from `PythonLayerBase` (what `caffe.Layer` names).
 A `loss_weight` works as on any layer: the weight sits in the top's diff for the user's backward to read.
 `share_in_parallel` is deprecated in Caffe and accepted without effect here.
@@ -29,7 +29,7 @@ import sys
 
 from ..core.layer import Layer
 from ..core.precision import lowered
-from ..core.pyblob import PyBlob, PyBlobVec
+from ..pycaffe.blob import PyBlob, PyBlobVec
 from ..core.registry import register_layer
 from ..errors import LayerError
 from ..proto import caffe_pb2

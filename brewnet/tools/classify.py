@@ -17,13 +17,13 @@ import time
 
 import numpy as np
 
-from .. import io as caffe_io
-from ..classifier import Classifier
 from ..core import common
 from ..errors import BrewnetError
 from ..log import init_log, logger
 from ..proto import caffe_pb2
 from ..proto.io import read_binary
+from ..pycaffe import io as caffe_io
+from ..pycaffe.classifier import Classifier
 
 
 def parse_args(argv):

@@ -9,11 +9,11 @@ prototxts are upgraded first.
 import argparse
 import sys
 
-from .. import draw
 from ..errors import BrewnetError
 from ..log import init_log, logger
 from ..proto import caffe_pb2
 from ..proto.io import read_net_param
+from ..pycaffe import draw
 
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST, "ALL": None}
 

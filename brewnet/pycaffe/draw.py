@@ -14,8 +14,8 @@ import os
 import shutil
 import subprocess
 
-from .errors import BrewnetError
-from .proto import caffe_pb2
+from ..errors import BrewnetError
+from ..proto import caffe_pb2
 
 
 class DrawError(BrewnetError, ValueError):

@@ -5,7 +5,7 @@
         solver.step(1)
         losses.append(solver.net.blobs['loss'].data.copy())
 
-`solver.net` and `solver.test_nets` are pycaffe Nets (brewnet.pycaffe.Net) over the solver's own core nets, so
+`solver.net` and `solver.test_nets` are pycaffe Nets (brewnet.pycaffe.net.Net) over the solver's own core nets, so
 everything a script does to them reaches training.  As in pycaffe, `caffe.SGDSolver(file)` builds an SGD
 solver whatever `type` the file names; `get_solver(file)` follows the file.  Before the core runs (step,
 solve, apply_update, snapshot, restore) every host mirror of the nets' blobs is written back — on the CPU
@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from . import solvers as core_solvers
-from .core import common
-from .errors import SolverError
-from .pycaffe import Net
+from .. import solvers as core_solvers
+from ..core import common
+from ..errors import SolverError
+from .net import Net
 
 
 class Solver:

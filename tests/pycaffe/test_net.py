@@ -603,7 +603,7 @@ def test_vis_square_loop_writes_one_png_per_4d_blob(deploy, nets, digits, tmp_pa
 def host_mirrors(monkeypatch):
     """Make every blob view behave as on a GPU: `.data` / `.diff` are host copies kept until synced (the
     non-CPU branch of PyBlob), so only the pycaffe layer's sync points carry writes into the net."""
-    from brewnet.core.pyblob import PyBlob
+    from brewnet.pycaffe.blob import PyBlob
 
     def mirrored(self, which):
         tensor = getattr(self.blob, which)

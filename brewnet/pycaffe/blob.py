@@ -12,7 +12,7 @@ valid for the blob's whole life.
 """
 import torch
 
-from .blob import Blob
+from ..core.blob import Blob
 
 
 class PyBlob:

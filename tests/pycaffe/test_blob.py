@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from brewnet.core.blob import Blob
-from brewnet.core.pyblob import PyBlob, PyBlobVec
+from brewnet.pycaffe.blob import PyBlob, PyBlobVec
 
 
 def test_data_and_diff_share_memory():

@@ -20,7 +20,7 @@ protobuf's text format, fields in field-number order, which is what Caffe prints
 """
 import collections
 
-from .proto import caffe_pb2
+from ..proto import caffe_pb2
 
 # Layer types whose parameter message is not named after the type.
 _SHARED_PARAM = {"Deconvolution": "convolution"}

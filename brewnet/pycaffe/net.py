@@ -5,7 +5,7 @@
     out = net.forward()                             # {output blob: ndarray}
     feats = net.forward_all(data=images)['fc7']     # any number of rows, batched and padded for you
 
-Blobs are shown through `brewnet.core.pyblob.PyBlob`: `.data` / `.diff` are NumPy arrays.  On the CPU they
+Blobs are shown through `brewnet.pycaffe.blob.PyBlob`: `.data` / `.diff` are NumPy arrays.  On the CPU they
 share the torch tensors' memory, so a write lands in the net at once.  On a GPU there is no shared memory, so
 a blob touched from Python keeps a host mirror — Caffe's SyncedMemory with its head at the CPU, since pycaffe
 hands out `mutable_cpu_data` — and this class syncs every mirror back to the device (and drops it) before it
@@ -20,12 +20,12 @@ import sys
 
 import numpy as np
 
-from .core.net import Net as CoreNet
-from .core.precision import Precision, get_precision, set_precision  # noqa: F401  (caffe.set_precision)
-from .core.pyblob import PyBlob, PyBlobVec
-from .errors import BrewnetError, NetError
-from .log import get_logger
-from .proto import caffe_pb2
+from ..core.net import Net as CoreNet
+from ..core.precision import Precision, get_precision, set_precision  # noqa: F401  (caffe.set_precision)
+from ..errors import BrewnetError, NetError
+from ..log import get_logger
+from ..proto import caffe_pb2
+from .blob import PyBlob, PyBlobVec
 
 
 class UnknownNameError(BrewnetError, KeyError):
@@ -530,7 +530,7 @@ _GLOG_LEVELS = {0: 20, 1: 30, 2: 40, 3: 50}        # glog INFO/WARNING/ERROR/FAT
 def init_log(level=None, stderr=True):
     """pycaffe's init_log(), init_log(level) and init_log(level, stderr): glog-style lines on stderr, at or
     above glog severity `level` (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL; default GLOG_minloglevel)."""
-    from . import log as brewnet_log
+    from .. import log as brewnet_log
     python_level = None if level is None else _GLOG_LEVELS.get(int(level), 50)
     brewnet_log.init_log(python_level, sys.stderr if stderr else sys.stdout)
 
@@ -557,7 +557,7 @@ def set_mode_gpu():
     failing; caffe.set_device then only records the id.  BREWNET_REQUIRE_GPU=1 makes it an error, as
     brewnet.set_mode_gpu() and `caffe train -gpu` always are."""
     import torch
-    from .core import common
+    from ..core import common
     if torch.cuda.is_available() or os.environ.get(REQUIRE_GPU_VARIABLE) == "1":
         common.set_mode_gpu()
         return

@@ -20,9 +20,9 @@ it shrinks (anti_aliasing) since version 0.15; pycaffe's call predates it and ne
 import numpy as np
 from PIL import Image
 
-from .data import datum as _datum
-from .errors import BrewnetError, DataError, DataValueError
-from .proto import caffe_pb2
+from ..data import datum as _datum
+from ..errors import BrewnetError, DataError, DataValueError
+from ..proto import caffe_pb2
 
 
 # --- proto / datum / ndarray conversion ---------------------------------------------------------------------

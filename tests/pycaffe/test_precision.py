@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import caffe
 from brewnet.errors import BrewnetError
 
-from .test_pycaffe_solver import SIMPLE_NET, fill_inputs, write_solver
+from .test_solver import SIMPLE_NET, fill_inputs, write_solver
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ part of brewnet; give your own windows to detect_windows.
 """
 import numpy as np
 
+from ..errors import BrewnetError
+from ..proto import caffe_pb2
 from . import io as caffe_io
 from .classifier import configure_transformer
-from .errors import BrewnetError
-from .proto import caffe_pb2
-from .pycaffe import Net
+from .net import Net
 
 
 class Detector(Net):

@@ -10,10 +10,10 @@ them through Transformer.preprocess and forward_all, and returns the first outpu
 """
 import numpy as np
 
+from ..errors import BrewnetError
+from ..proto import caffe_pb2
 from . import io as caffe_io
-from .errors import BrewnetError
-from .proto import caffe_pb2
-from .pycaffe import Net
+from .net import Net
 
 
 def configure_transformer(net, mean=None, input_scale=None, raw_scale=None, channel_swap=None):

@@ -25,7 +25,7 @@ import collections
 
 import numpy as np
 
-from .errors import BrewnetError
+from ..errors import BrewnetError
 from .net_spec import layers as L
 
 # Layers that change no coordinate: their map is the identity, whatever the axis.

@@ -11,7 +11,7 @@ import pytest
 
 import _brewnet_caffe_check
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
