@@ -485,7 +485,7 @@ class Solver(LateRead):
         data positions and random generators, so that the run continues exactly as if never stopped."""
         state_file = os.fspath(state_file)
         if not os.path.exists(state_file):
-            raise SolverError(f"solver state file not found: {state_file}")
+            raise snap.missing_state_error(state_file)
         if state_file.endswith(".h5"):
             self.restore_solver_state_from_hdf5(state_file)
         else:

@@ -11,7 +11,9 @@ generators).  Caffe's readers never look at it, so the solverstate stays Caffe's
 
 Every file is written to a temporary name in the same folder, flushed to disk, then renamed, and the solverstate
 is written last: a solverstate that exists is complete and so is everything it refers to, even when the process
-is killed in the middle of a snapshot.
+is killed in the middle of a snapshot.  What such a kill leaves behind — `<file>.tmp<pid>` files and a
+weights file (and side file) without their solverstate — is cleaned up or reported by `tidy_snapshots` when
+training starts again with the same prefix.
 
 Side-file format (no pickle): a ZIP archive (the .npz container) holding `state.json` and one `.npy` member per
 array.  Layers take part through an optional protocol:
@@ -28,6 +30,8 @@ import io
 import json
 import os
 import random
+import re
+import time
 import zipfile
 
 import h5py
@@ -70,6 +74,96 @@ def _fsync_dir(path):
         pass
     finally:
         os.close(fd)
+
+
+# --- what a killed run leaves behind ----------------------------------------------------------------------------
+# A temporary file younger than this may belong to a live writer on another machine sharing the folder (its pid
+# means nothing here); one that old and whose pid does not run here is a killed writer's.
+TMP_GRACE_SECONDS = 60
+_TMP = re.compile(r"^(?P<target>.*?)(?P<pids>(?:\.tmp\d+)+)$")
+_MODEL, _STATE = {".solverstate": ".caffemodel", ".solverstate.h5": ".caffemodel.h5"}, (".solverstate",
+                                                                                       ".solverstate.h5")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # another user's live process
+        return True
+    return True
+
+
+def _snapshot_files(prefix):
+    """The files whose names start with `<prefix>_iter_` (paths), in name order."""
+    folder, base = os.path.split(os.fspath(prefix))
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in sorted(names) if n.startswith(base + "_iter_")]
+
+
+def remove_orphan_tmp_files(prefix, now=None):
+    """Delete `<prefix>_iter_*.tmp<pid>` files left by atomic writes of processes that no longer run; returns
+    the deleted paths."""
+    now = time.time() if now is None else now
+    removed = []
+    for path in _snapshot_files(prefix):
+        match = _TMP.match(path)
+        if match is None:
+            continue
+        pids = [int(p) for p in match.group("pids").split(".tmp")[1:]]
+        try:
+            if any(_pid_alive(pid) for pid in pids) or now - os.path.getmtime(path) < TMP_GRACE_SECONDS:
+                continue
+            os.unlink(path)
+        except FileNotFoundError:       # removed meanwhile (its writer finished, or another rank tidied)
+            continue
+        removed.append(path)
+    return removed
+
+
+def incomplete_snapshots(prefix):
+    """[(solverstate path that is missing, [files of its snapshot that exist])]: the weights or side file of a
+    snapshot whose solverstate (written last) never appeared, as a kill between the files leaves."""
+    files = set(p for p in _snapshot_files(prefix) if _TMP.match(p) is None)
+    found = []
+    for state_suffix, model_suffix in _MODEL.items():
+        stems = {p[:-len(model_suffix)] for p in files if p.endswith(model_suffix)}
+        stems |= {p[:-len(state_suffix + SIDE_SUFFIX)] for p in files if p.endswith(state_suffix + SIDE_SUFFIX)}
+        for stem in sorted(stems):
+            state = stem + state_suffix
+            if state not in files:
+                present = [p for p in (stem + model_suffix, side_file(state)) if p in files]
+                found.append((state, present))
+    return found
+
+
+def tidy_snapshots(prefix, log):
+    """At the start of training: remove dead writers' temporary files and warn about incomplete snapshots."""
+    for path in remove_orphan_tmp_files(prefix):
+        log.info("Removed %s, left by an interrupted snapshot", path)
+    for state, present in incomplete_snapshots(prefix):
+        log.warning("Incomplete snapshot: %s without %s (a run killed while snapshotting); it cannot be resumed "
+                    "from%s", " and ".join(present), state,
+                    ", its weights can finetune (-weights)" if not present[0].endswith(SIDE_SUFFIX) else "")
+
+
+def missing_state_error(state_file):
+    """The SolverError for a solverstate that does not exist, naming what of its snapshot does."""
+    state_file = os.fspath(state_file)
+    message = f"solver state file not found: {state_file}"
+    suffix = next((s for s in _STATE if state_file.endswith(s)), None)
+    if suffix is not None:
+        stem = state_file[:-len(suffix)]
+        present = [p for p in (stem + _MODEL[suffix], side_file(state_file)) if os.path.exists(p)]
+        if present:
+            message += (f" ({' and '.join(present)} {'is' if len(present) == 1 else 'are'} there without it: "
+                        "the snapshot is incomplete, its run was killed while writing it; resume from an "
+                        "earlier snapshot)")
+    return SolverError(message)
 
 
 # --- HDF5 solverstate (Caffe's SnapshotSolverStateToHDF5 layout) ----------------------------------------------

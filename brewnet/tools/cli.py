@@ -2,16 +2,19 @@
 
     caffe train -solver S [-snapshot X.solverstate | -weights a.caffemodel[,b.caffemodel]] [-gpu 0|0,1|all]
                 [-level L] [-stage s1,s2] [-sigint_effect stop|snapshot|none] [-sighup_effect ...] [-procs N]
+                [-sigterm_effect snapshot|stop|none]                brewnet only: what a scheduler's SIGTERM does
     caffe test  -model M -weights W [-iterations 50] [-gpu 0] [-level L] [-stage s]
     caffe time  -model M [-iterations 50] [-phase TRAIN|TEST] [-gpu 0]
     (train, test, time) [-precision fp32|bf16|fp16]     brewnet only: mixed-precision compute
     train [-compile]                                    brewnet only: replay forward+backward from a CUDA graph
     caffe device_query [-gpu 0|all]
 
-`brewnet <tool> args...` runs any other tool of brewnet.tools (convert_mnist_data, compute_image_mean,
-upgrade_net_proto_text, parse_log, plot_training_log, ...) with the arguments that follow.
+`brewnet <tool> args...` (or `caffe <tool> ...`) runs any other tool of brewnet.tools (TOOLS below:
+convert_imageset, compute_image_mean, parse_log, ...) with the arguments that follow.
 
-Exit status 0 on success, 1 on a user error (logged as a glog 'F' line naming the file, layer or value).
+Exit status 0 on success (also after a stop asked for by a signal), 1 on a user error (a flag value out of
+range: gflags' "ERROR: failed validation ..." line; anything else: a glog 'F' line naming the file, layer or
+value), 130 when SIGINT interrupts a command that has no handler for it (test, time, start-up).
 """
 import importlib
 import importlib.util
@@ -29,11 +32,29 @@ from ..errors import BrewnetError
 from ..log import get_logger, init_log
 from ..proto import caffe_pb2
 from ..solvers import get_solver, load_solver_param
-from ..solvers.base import COMPILE_VARIABLE
+from ..solvers import snapshot as snap
+from ..solvers.base import COMPILE_VARIABLE, SolverAction
 from .tool_flags import parse_command_line
 from .signal_handler import SignalHandler, action_from_flag
 
 log = get_logger("caffe")
+
+# The other tools `caffe <tool>` / `brewnet <tool>` runs (brewnet.tools.<tool>.main); tests/tools/test_cli_errors.py
+# checks that this list and the modules with a main() agree.
+TOOLS = {
+    "classify": "classify images with a trained net (python/classify.py)",
+    "compute_image_mean": "compute the mean image of a database of Datum records",
+    "conformance": "replay the real Caffe's layer cases and compare every number",
+    "convert_imageset": "convert a list of image files into an LMDB/LevelDB of Datum records",
+    "convert_mnist_data": "convert MNIST IDX files into an LMDB/LevelDB",
+    "draw_net": "draw a net prototxt as an image (python/draw_net.py)",
+    "extract_features": "extract the blobs a trained net computes into databases",
+    "parse_log": "parse a training log into .train and .test CSV tables",
+    "plot_training_log": "plot curves from training logs into a PNG",
+    "upgrade_net_proto_binary": "upgrade a V0/V1 binary net (old caffemodel)",
+    "upgrade_net_proto_text": "upgrade a V0/V1 net prototxt",
+    "upgrade_solver_proto_text": "upgrade a solver prototxt that uses solver_type",
+}
 
 USAGE = ("command line brew\n"
          "usage: caffe <command> <args>\n\n"
@@ -42,7 +63,8 @@ USAGE = ("command line brew\n"
          "  test            score a model\n"
          "  device_query    show GPU diagnostic information\n"
          "  time            benchmark model execution time\n\n"
-         "  (brewnet <tool> <args> runs another brewnet tool: convert_mnist_data, parse_log, ...)")
+         "other tools (caffe <tool> -help for their flags):\n"
+         + "".join(f"  {name:<26}{text}\n" for name, text in TOOLS.items()))
 
 FLAGS = {
     "gpu": ("", "Optional; run in GPU mode on given device IDs separated by ','.Use '-gpu all' to run on all "
@@ -60,6 +82,8 @@ FLAGS = {
                               "none."),
     "sighup_effect": ("snapshot", "Optional; action to take when a SIGHUP signal is received: snapshot, stop "
                                   "or none."),
+    "sigterm_effect": ("snapshot", "Optional (brewnet only); action to take when a SIGTERM signal (a scheduler's "
+                                   "stop) is received: snapshot (then stop), stop or none."),
     "precision": ("", "Optional (brewnet only); compute precision for train, test and time: fp32, bf16 "
                       "(autocast) or fp16 (autocast with dynamic loss scaling); default $BREWNET_PRECISION, "
                       "else fp32. Weights, diffs and snapshots stay fp32."),
@@ -72,6 +96,45 @@ FLAGS = {
 
 # Modules of brewnet.tools that are not commands of their own.
 _NOT_TOOLS = {"cli", "flags", "tool_flags", "signal_handler"}
+
+
+# --- flag values out of range: gflags' validators --------------------------------------------------------------
+def _gpu_problem(value):
+    if value == "all":
+        return None
+    try:
+        ids = [int(x) for x in value.split(",")]
+    except ValueError:
+        return "Expect: device ids separated by ',' (0 or 0,1) or 'all'"
+    if min(ids) < 0:
+        return "Expect: device ids >= 0"
+    if len(set(ids)) != len(ids):
+        return "Expect: each device once"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count and max(ids) >= count:
+        return f"Expect: device ids below {count} (this machine has {count} CUDA devices)"
+    return None
+
+
+def _at_least_one(what):
+    return lambda n: None if n >= 1 else f"Expect: a number of {what} >= 1"
+
+
+def _effect_problem(value):
+    return None if value in SolverAction.ALL else f"Expect: one of {', '.join(SolverAction.ALL)}"
+
+
+VALIDATORS = {
+    "gpu": _gpu_problem,
+    "iterations": _at_least_one("iterations"),
+    "procs": _at_least_one("processes"),
+    "phase": lambda v: None if v in ("TRAIN", "TEST") else "Expect: TRAIN or TEST",
+    # Caffe splits -stage on ',' as given; an empty name in a list is a typo ('a,,b', 'a,').
+    "stage": lambda v: "Expect: stage names separated by ',', none empty" if "" in v.split(",") else None,
+    "sigint_effect": _effect_problem,
+    "sighup_effect": _effect_problem,
+    "sigterm_effect": _effect_problem,
+}
 
 
 # --- helpers shared by the commands --------------------------------------------------------------------------
@@ -164,12 +227,17 @@ def train(flags):
         common.set_mode_gpu()
     sigint = action_from_flag(flags["sigint_effect"], "sigint_effect")
     sighup = action_from_flag(flags["sighup_effect"], "sighup_effect")
+    sigterm = action_from_flag(flags["sigterm_effect"], "sigterm_effect")
     if flags["snapshot"]:
         del solver_param.weights[:]
     elif flags["weights"]:
         del solver_param.weights[:]
         solver_param.weights.append(flags["weights"])
     precision = _precision_mode(flags)
+    if solver_param.snapshot_prefix and os.environ.get("RANK", "0") == "0":     # under torchrun: rank 0 only
+        snap.tidy_snapshots(solver_param.snapshot_prefix, log)
+    if flags["snapshot"] and not os.path.exists(flags["snapshot"]):
+        raise snap.missing_state_error(flags["snapshot"])
     from ..parallel import distributed
     if len(gpus) > 1 or flags["procs"] > 1 or distributed.torchrun_environment() is not None:
         # One solver per rank (per GPU, per -procs process, or per torchrun process), gradients averaged.
@@ -179,18 +247,22 @@ def train(flags):
             os.environ[COMPILE_VARIABLE] = "1"
         return distributed.train(solver_param, source=flags["solver"], procs=flags["procs"], gpus=gpus,
                                  snapshot=flags["snapshot"] or None, sigint_effect=sigint, sighup_effect=sighup)
-    with SignalHandler(sigint, sighup) as handler:
-        solver = get_solver(solver_param, source=flags["solver"], precision=precision)
+    # The signal handler comes after the start-up (net assembly, data opening, restoring): a Ctrl-C there ends
+    # the program at once (main: status 130) instead of after the start-up and a snapshot of iteration 0.
+    solver = get_solver(solver_param, source=flags["solver"], precision=precision)
+    try:
         solver.compile = solver.compile or flags["compile"]
-        solver.set_action_function(handler.check_for_signals)
         if flags["snapshot"]:
             log.info("Resuming from %s", flags["snapshot"])
             solver.restore(flags["snapshot"])
-        log.info("Starting Optimization")
-        try:
+        with SignalHandler(sigint, sighup, sigterm) as handler:
+            solver.set_action_function(handler.check_for_signals)
+            log.info("Starting Optimization")
             solver.solve()
-        finally:
-            _close_nets([solver.net] + list(solver.test_nets))
+            if handler.snapshot_before_exit and not os.path.exists(_state_filename(solver)):
+                solver.snapshot()
+    finally:
+        _close_nets([solver.net] + list(solver.test_nets))
     log.info("Optimization Done.")
     return 0
 
@@ -314,6 +386,11 @@ def device_query(flags):
 COMMANDS = {"train": train, "test": test, "time": time, "device_query": device_query}
 
 
+def _state_filename(solver):
+    hdf5 = solver.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
+    return solver.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
+
+
 def _close_nets(nets):
     for net in nets:
         net.close()
@@ -333,11 +410,20 @@ def find_tool(name):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     init_log()
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C where no signal handler turns it into a solver action (test, time, start-up, other tools).
+        log.error("Interrupted by SIGINT")
+        return 130
+
+
+def _run(argv):
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         tool = find_tool(argv[0])
         if tool is not None:
             return tool.main(argv[1:]) or 0
-    parsed = parse_command_line(argv, FLAGS, USAGE)
+    parsed = parse_command_line(argv, FLAGS, USAGE, VALIDATORS)
     if isinstance(parsed, int):
         return parsed
     flags, positional = parsed
@@ -349,6 +435,9 @@ def main(argv=None):
         log.error("Available caffe actions:")
         for name in sorted(COMMANDS):
             log.error("\t%s", name)
+        log.error("Other tools (caffe <tool> -help):")
+        for name, text in TOOLS.items():
+            log.error("\t%-26s%s", name, text)
         log.critical("Unknown action: %s", positional[0])
         return 1
     try:

@@ -9,7 +9,7 @@ Every brewnet tool declares its flags as `{name: (default, help)}`; the type of 
 
 Flags and positional arguments may be mixed in any order (gflags moves the positionals to the end).  A flag
 given twice keeps the last value.  `-help` / `--help` / `-helpfull` raise HelpRequested carrying the usage text;
-`--version` raises VersionRequested.
+`--version` raises VersionRequested.  `check_values` runs per-flag validators (range checks) after parsing.
 
     values, positional = parse_flags(argv, FLAGS, USAGE)
 """
@@ -79,6 +79,17 @@ def parse_flags(argv, flags, usage=""):
             i += 1
         values[name] = _convert(name, default, value)
     return values, positional
+
+
+def check_values(values, flags, validators):
+    """Run each flag's validator on a value the command line set; the first complaint is a FlagError in gflags'
+    words, naming the flag and the value."""
+    for name, validate in validators.items():
+        if values[name] == flags[name][0]:
+            continue        # defaults are valid by construction
+        problem = validate(values[name])
+        if problem:
+            raise FlagError(f"ERROR: failed validation of new value '{values[name]}' for flag '{name}': {problem}")
 
 
 def _convert(name, default, value):

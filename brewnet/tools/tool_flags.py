@@ -13,19 +13,24 @@ import sys
 from .. import __version__
 from ..errors import BrewnetError
 from ..log import init_log, logger
-from .flags import FlagError, HelpRequested, VersionRequested, parse_flags
+from .flags import FlagError, HelpRequested, VersionRequested, check_values, parse_flags
 
 
-def parse_command_line(argv, flags, usage=""):
+def parse_command_line(argv, flags, usage="", validators=None):
     """(flag values, positional arguments), or the exit status when the command line needs nothing more:
-    0 after printing the help or the version, 1 after printing why it does not parse."""
+    0 after printing the help or the version, 1 after printing why it does not parse or why a value is out
+    of range (`validators`: {flag name: function(value) -> None or what is wrong with it}, as gflags'
+    RegisterFlagValidator)."""
     try:
-        return parse_flags(argv, flags, usage)
+        values, positional = parse_flags(argv, flags, usage)
+        check_values(values, flags, validators or {})
+        return values, positional
     except HelpRequested as request:
         print(request.text)
         return 0
     except VersionRequested:
-        print(f"caffe version 1.0.0 (brewnet {__version__})")
+        # brewnet's version is the Caffe interface it implements (1.0.0: Caffe 1.0), defined once in brewnet/.
+        print(f"caffe version {__version__}")
         return 0
     except FlagError as error:
         print(error, file=sys.stderr)

@@ -144,7 +144,6 @@ def test_train_refuses_snapshot_and_weights_together(golden, tmp_path, monkeypat
 @pytest.mark.parametrize("argv, message", [
     (["train"], "Need a solver definition to train"),
     (["train", "-solver", "missing.prototxt"], "solver file not found: missing.prototxt"),
-    (["train", "-solver", "S", "-sigint_effect", "explode"], 'Invalid signal effect "explode"'),
     (["test", "-model", "net.prototxt"], "Need model weights to score"),
     (["time"], "Need a model definition to time"),
 ])
