@@ -5,6 +5,7 @@
     bar_plot(path, labels, {"series": values})
     image_grid(path, images, ncols=8, titles=None)      # images: N x H x W (grey) or N x H x W x 3
     histograms(path, {"conv1": values, ...})            # one panel per entry
+    histogram_rows(path, {"activations": {...}, "gradients": {...}})   # one row of panels per entry
 """
 import os
 
@@ -100,14 +101,24 @@ def image_grid(path, images, ncols=8, titles=None, title="", normalize=True):
 
 def histograms(path, values_by_name, bins=50, title="", xlabel=""):
     """One histogram panel per entry (name -> values), side by side."""
-    if not values_by_name:
+    return histogram_rows(path, {xlabel: values_by_name}, bins=bins, title=title)
+
+
+def histogram_rows(path, rows, bins=50, title=""):
+    """Rows of histogram panels: rows maps a row label to {panel name: values} (e.g. activations, gradients
+    per layer), the label written under each panel of its row."""
+    if not rows or not any(rows.values()):
         raise PlotError(f"histograms {path}: nothing to draw")
     plt = _pyplot()
-    n = len(values_by_name)
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
-    for ax, (name, values) in zip(axes[0], values_by_name.items()):
-        ax.hist(np.asarray(values, dtype=float).ravel(), bins=bins)
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel(xlabel, fontsize=7)
-        ax.tick_params(labelsize=6)
+    ncols = max(len(panels) for panels in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.3 * len(rows)), squeeze=False)
+    for ax_row, (label, panels) in zip(axes, rows.items()):
+        for ax in ax_row[len(panels):]:
+            ax.axis("off")
+        for ax, (name, values) in zip(ax_row, panels.items()):
+            counts, edges = np.histogram(np.asarray(values, dtype=float).ravel(), bins=bins)
+            ax.stairs(counts, edges, fill=True)
+            ax.set_title(name, fontsize=8)
+            ax.set_xlabel(label, fontsize=7)
+            ax.tick_params(labelsize=6)
     return _save(fig, path, title)

@@ -33,3 +33,10 @@ def test_bad_inputs_name_the_figure_and_the_values(tmp_path):
         viz.bar_plot(str(tmp_path / "b.png"), ["x", "y"], {"s": [1]})
     with pytest.raises(viz.PlotError, match="no series"):
         viz.line_plot(str(tmp_path / "e.png"), {})
+
+
+def test_histogram_rows_leave_missing_panels_blank(tmp_path):
+    path = viz.histogram_rows(str(tmp_path / "rows.png"), {"act": {"a": [1, 2], "b": [3]}, "grad": {"a": [0.1]}})
+    assert _is_png(path)
+    with pytest.raises(viz.PlotError, match="nothing to draw"):
+        viz.histogram_rows(str(tmp_path / "none.png"), {"act": {}})

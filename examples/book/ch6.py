@@ -116,16 +116,16 @@ def train_lenet(ctx, name, data, iterations, batch):
 def lenet_init(ctx):
     data = load_idx_set(ctx.data)
     iterations, batch = (8, 8) if ctx.quick else (1000, 64)
-    numbers, parts = {}, []
+    numbers, parts, curves = {}, [], {}
     test_labels = data.test_labels[:96] if ctx.quick else data.test_labels
     majority = np.bincount(test_labels).max() / len(test_labels)   # the book's 0.1135 = MNIST test's share of '1'
     for name in LENET_CONFIGS:
         acc, losses, (activations, gradients), diverged = train_lenet(ctx, name, data, iterations, batch)
         tag = name.replace("(", "").replace(")", "").replace(" ", "").replace("+", "_")
-        viz.histograms(ctx.figure(f"activations_{tag}.png"), activations, title=f"6.1 {name}: activations at start")
-        viz.histograms(ctx.figure(f"gradients_{tag}.png"), gradients, title=f"6.1 {name}: weight gradients at start")
-        viz.line_plot(ctx.figure(f"loss_{tag}.png"), {"loss": losses or [np.nan]}, xlabel="iteration", ylabel="loss",
-                      title=f"6.1 {name}")
+        viz.histogram_rows(ctx.figure(f"statistics_{tag}.png"),
+                           {"activation": activations, "weight gradient": gradients},
+                           title=f"6.1 {name}: per-layer values at the first iteration")
+        curves[name] = losses
         act_std = {k: float(v.std()) for k, v in activations.items()}
         grad_std = {k: float(v.std()) for k, v in gradients.items()}
         numbers[name] = {"accuracy": acc, "loss": losses, "activation_std": act_std, "gradient_std": grad_std,
@@ -137,6 +137,9 @@ def lenet_init(ctx):
                 f"{', '.join(f'{k} {v:.3g}' for k, v in grad_std.items())}")
         parts.append(f"{name} {result} (ip1 act std {act_std['act1']:.3g}, conv1 grad std "
                      f"{grad_std['conv1']:.2g})")
+    length = max(len(c) for c in curves.values())
+    viz.line_plot(ctx.figure("loss.png"), {k: c + [np.nan] * (length - len(c)) for k, c in curves.items()},
+                  xlabel="iteration", ylabel="training loss", logy=True, title="6.1 LeNet training loss")
     where = "bundled digits, 2 000 test" if ctx.data is None else ctx.data
     ours = f"after {iterations} iterations of batch {batch}: " + "; ".join(parts)
     return Result(ours=ours, numbers=numbers, data=where)

@@ -12,7 +12,7 @@ REFS = ["3.4.4", "3.5", "4.1.2", "4.1.4", "4.2", "6.1", "6.2-6.3", "6.4", "6.5"]
 def test_list_names_every_experiment_in_the_books_order(capsys):
     assert cli.main(["--list"]) == 0
     refs = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert refs[:len(REFS)] == REFS
+    assert [r for r in refs if r in REFS] == REFS          # other chapters may sit between
 
 
 def test_quick_run_prints_its_row_and_leaves_results_md(tmp_path, capsys):
