@@ -29,6 +29,7 @@ import torch.distributed as dist
 from ..core import common
 from ..log import get_logger
 from ..proto import caffe_pb2
+from ..solvers import snapshot as snap
 from ..solvers.base import SolverAction, load_solver_param
 from ..solvers.registry import solver_class, solver_type
 from .launch import (DEFAULT_GRACE, DEFAULT_TIMEOUT, DistributedError, describe_rank, init_from_environment,
@@ -242,7 +243,8 @@ def _train_batch_size(net):
 
 # --- `caffe train` with several ranks -------------------------------------------------------------------------
 def train(solver, procs=1, gpus=(), snapshot=None, weights=None, source=None, sigint_effect=SolverAction.STOP,
-          sighup_effect=SolverAction.SNAPSHOT, timeout=DEFAULT_TIMEOUT, grace=DEFAULT_GRACE):
+          sighup_effect=SolverAction.SNAPSHOT, timeout=DEFAULT_TIMEOUT, grace=DEFAULT_GRACE,
+          sigterm_effect=SolverAction.SNAPSHOT):
     """Train `solver` (prototxt path or SolverParameter) data-parallel: `gpus` -> one process per GPU (NCCL),
     else `procs` CPU processes (gloo).  Under torchrun this process is one rank and trains in place (then
     gpus[LOCAL_RANK] is its device, when gpus are given).  Returns 0; a failure raises DistributedError naming
@@ -260,7 +262,7 @@ def train(solver, procs=1, gpus=(), snapshot=None, weights=None, source=None, si
         del param.weights[:]
         param.weights.append(weights)
     job = (param.SerializeToString(), source, os.fspath(snapshot) if snapshot else None, sigint_effect,
-           sighup_effect)
+           sighup_effect, sigterm_effect)
     gpus = list(gpus)
     found = torchrun_environment()
     if found is not None:
@@ -291,7 +293,7 @@ def train(solver, procs=1, gpus=(), snapshot=None, weights=None, source=None, si
     return 0
 
 
-def train_rank(param_bytes, source, snapshot, sigint_effect, sighup_effect):
+def train_rank(param_bytes, source, snapshot, sigint_effect, sighup_effect, sigterm_effect=SolverAction.SNAPSHOT):
     """What every rank of `train` runs: build the solver, resume if asked, solve."""
     from ..tools.signal_handler import SignalHandler     # tools import the solvers; keep this module light
     param = caffe_pb2.SolverParameter.FromString(param_bytes)
@@ -300,10 +302,11 @@ def train_rank(param_bytes, source, snapshot, sigint_effect, sighup_effect):
         param.device_id = torch.cuda.current_device()
     handler = None
     if common.root_solver():
-        handler = SignalHandler(sigint_effect, sighup_effect)
+        handler = SignalHandler(sigint_effect, sighup_effect, sigterm_effect)
     else:
-        # Only the root solver answers signals; the others follow its decision at the next iteration.
-        for signum in (signal.SIGINT, signal.SIGHUP):
+        # Only the root solver answers signals; the others follow its decision at the next iteration (a
+        # scheduler's SIGTERM often reaches every process of the job).
+        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
     solver = None
     try:
@@ -315,6 +318,9 @@ def train_rank(param_bytes, source, snapshot, sigint_effect, sighup_effect):
             solver.restore(snapshot)
         log.info("Starting Optimization")
         solver.solve()
+        if handler is not None and handler.snapshot_before_exit \
+                and not os.path.exists(snap.current_state_file(solver)):
+            solver.snapshot()       # the root's own files: no collective, the other ranks are done
     finally:
         if handler is not None:
             handler.close()

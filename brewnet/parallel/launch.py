@@ -20,7 +20,8 @@ How a failure ends the run instead of hanging it:
     the launcher dies             each rank watches its parent and exits when it is gone (no orphans)
 
 The ranks get their own process group, so a Ctrl-C in the terminal reaches only the launcher, which passes
-SIGINT / SIGHUP on to rank 0: the root solver decides (sigint_effect / sighup_effect) and tells the others.
+SIGINT / SIGHUP / SIGTERM on to rank 0: the root solver decides (sigint_effect / sighup_effect / sigterm_effect)
+and tells the others.
 """
 import datetime
 import logging
@@ -217,9 +218,10 @@ def _end(process, wait=5.0):
 
 
 class _SignalForwarder:
-    """SIGINT / SIGHUP at the launcher go to rank 0 (the solver that owns sigint_effect / sighup_effect)."""
+    """SIGINT / SIGHUP / SIGTERM at the launcher go to rank 0 (the solver that owns sigint_effect /
+    sighup_effect / sigterm_effect)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGHUP)
+    SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 
     def __init__(self, processes):
         self.processes, self.previous = processes, {}

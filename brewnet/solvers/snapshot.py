@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import SolverError
+from ..proto import caffe_pb2
 
 SIDE_SUFFIX = ".brewnet"
 SIDE_FORMAT = "brewnet-exact-resume"
@@ -149,6 +150,12 @@ def tidy_snapshots(prefix, log):
         log.warning("Incomplete snapshot: %s without %s (a run killed while snapshotting); it cannot be resumed "
                     "from%s", " and ".join(present), state,
                     ", its weights can finetune (-weights)" if not present[0].endswith(SIDE_SUFFIX) else "")
+
+
+def current_state_file(solver):
+    """The solverstate a snapshot of the solver's current iteration writes (or wrote)."""
+    hdf5 = solver.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
+    return solver.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
 
 
 def missing_state_error(state_file):

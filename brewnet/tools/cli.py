@@ -246,7 +246,8 @@ def train(flags):
         if flags["compile"]:
             os.environ[COMPILE_VARIABLE] = "1"
         return distributed.train(solver_param, source=flags["solver"], procs=flags["procs"], gpus=gpus,
-                                 snapshot=flags["snapshot"] or None, sigint_effect=sigint, sighup_effect=sighup)
+                                 snapshot=flags["snapshot"] or None, sigint_effect=sigint, sighup_effect=sighup,
+                                 sigterm_effect=sigterm)
     # The signal handler comes after the start-up (net assembly, data opening, restoring): a Ctrl-C there ends
     # the program at once (main: status 130) instead of after the start-up and a snapshot of iteration 0.
     solver = get_solver(solver_param, source=flags["solver"], precision=precision)
@@ -259,7 +260,7 @@ def train(flags):
             solver.set_action_function(handler.check_for_signals)
             log.info("Starting Optimization")
             solver.solve()
-            if handler.snapshot_before_exit and not os.path.exists(_state_filename(solver)):
+            if handler.snapshot_before_exit and not os.path.exists(snap.current_state_file(solver)):
                 solver.snapshot()
     finally:
         _close_nets([solver.net] + list(solver.test_nets))
@@ -384,11 +385,6 @@ def device_query(flags):
 
 
 COMMANDS = {"train": train, "test": test, "time": time, "device_query": device_query}
-
-
-def _state_filename(solver):
-    hdf5 = solver.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
-    return solver.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
 
 
 def _close_nets(nets):

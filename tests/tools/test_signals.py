@@ -124,3 +124,15 @@ def test_sigint_during_start_up(tmp_path, command):
     os.kill(process.pid, signal.SIGINT)
     assert_interrupted(process, log)             # within its 60 s wait: at once, not after the layer's 120 s
     assert "Starting Optimization" not in log.read_text()
+
+
+def test_sigterm_during_data_parallel_training(tmp_path):
+    """-procs 2: the launcher passes SIGTERM on to rank 0, whose decision every rank follows."""
+    process, log, solver = sigterm_after_three_iterations(tmp_path, "-procs", "2")
+    assert process.wait(timeout=120) == 0
+    text = log.read_text()
+    assert text.count("SIGTERM received: snapshotting and stopping") == 1 and "Traceback" not in text
+    [state] = snapshots(tmp_path)
+    restored = get_solver(solver)
+    restored.restore(state)
+    assert restored.iter >= 3
