@@ -90,12 +90,29 @@ def _placeholder(data):
     return empty
 
 
+class AllocationError(BrewnetError):
+    """Memory for a blob that cannot be had (a huge shape in a prototxt); the Net adds the layer's name."""
+
+
+def zeros(shape, dtype, device, name):
+    """torch.zeros, with the failure of an allocation that cannot succeed named by blob, shape and bytes
+    (torch's own message names neither).  Only allocations pass here, never the per-pass path."""
+    try:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    except (RuntimeError, MemoryError) as exc:       # torch.OutOfMemoryError is a RuntimeError
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AllocationError(f"blob '{name}': cannot allocate shape {' x '.join(map(str, shape)) or '()'} "
+                              f"({math.prod(shape)} values, {size} bytes = {size / 2**30:.4g} GiB) on {device}: "
+                              f"{reason}") from None
+
+
 class Blob:
     def __init__(self, shape=(), dtype=None, device=None, name=None):
         self.name = name
         self.dtype = dtype or common.default_dtype()
         self.device = device if device is not None else common.device()
-        self._data = torch.zeros(tuple(int(s) for s in shape), dtype=self.dtype, device=self.device)
+        self._data = zeros(tuple(int(s) for s in shape), self.dtype, self.device, name)
         self._diff = None
 
     # --- shape -----------------------------------------------------------------------------------------
@@ -149,7 +166,7 @@ class Blob:
             if self._diff is not None:
                 self._diff = self._diff.view(shape)
         else:
-            self._data = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            self._data = zeros(shape, self.dtype, self.device, self.name)
             self._diff = None
 
     def reshape_like(self, other):

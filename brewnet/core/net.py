@@ -21,12 +21,12 @@ import os
 
 import torch
 
-from ..errors import BrewnetError, NetError
+from ..errors import BrewnetError, LayerError, NetError
 from ..log import get_logger
 from ..proto import caffe_pb2
 from ..proto.io import read_net_param
 from . import common, deferred, device_checks, fusion, running_sums
-from .blob import Blob
+from .blob import AllocationError, Blob
 from .debug_info import NetDebugInfo, fmt as _fmt
 from .insert_splits import insert_splits
 from .net_weights import NetWeights
@@ -210,7 +210,10 @@ class Net(NetWeights, NetDebugInfo):
         layer = self.layers[layer_id]
         for blob in layer.blobs:
             blob.to(self.device, self.dtype)
-        layer.setup(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+        try:
+            layer.setup(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+        except AllocationError as exc:
+            raise LayerError(str(exc), layer.name, layer.type) from None
         log.info("Setting up %s", layer.name)
         for top_id, blob in enumerate(self.top_vecs[layer_id]):
             blob_id = self.top_ids[layer_id][top_id]

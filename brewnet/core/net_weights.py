@@ -17,7 +17,9 @@ class NetWeights:
     def copy_trained_layers_from(self, source):
         """Copy parameters by layer name from a caffemodel (path or NetParameter) or a .caffemodel.h5."""
         from ..proto.weights import load_weights, shape_matches
-        for layer_name, arrays in load_weights(source).items():
+        weights = load_weights(source)
+        copied = 0
+        for layer_name, arrays in weights.items():
             if layer_name not in self._layer_index:
                 log.info("Ignoring source layer %s", layer_name)
                 continue
@@ -42,6 +44,24 @@ class NetWeights:
                         f"is {blob.shape_string()}. To learn this layer's parameters from scratch rather "
                         "than copying from a saved net, rename the layer.")
                 blob.data.copy_(torch.from_numpy(np.ascontiguousarray(array)).reshape(blob.shape))
+                copied += 1
+        if copied == 0:
+            self._nothing_copied(source, weights)
+
+    def _nothing_copied(self, source, weights):
+        """Caffe goes on with the fillers' random values when no layer name matches (a renamed net, the wrong
+        file); that is almost always a mistake, so it is an error here.  Single unmatched layers stay a log
+        line ("Ignoring source layer"), as in Caffe."""
+        if not weights:
+            raise WeightsError(f"{_describe(source)}: the weights file holds no layers (empty, or not a "
+                               "caffemodel / HDF5 weights file); no parameter was copied")
+        wanted = [name for name, layer in zip(self.layer_names, self.layers) if layer.blobs]
+        if not wanted:
+            return          # a net without parameters has nothing to copy
+        have = [name for name, arrays in weights.items() if arrays]
+        raise WeightsError(f"{_describe(source)}: no parameter was copied: no layer name in the weights "
+                           f"matches a layer with parameters in net '{self.name}' (the weights have "
+                           f"{_few(have or list(weights))}; the net has {_few(wanted)})")
 
     copy_from = copy_trained_layers_from
 
@@ -85,6 +105,11 @@ class NetWeights:
 
 def _shape_str(shape):
     return "".join(f"{s} " for s in shape) + f"({int(np.prod(shape)) if shape else 1})"
+
+
+def _few(names, limit=5):
+    listed = ", ".join(f"'{n}'" for n in names[:limit])
+    return listed + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _is_hdf5(source):

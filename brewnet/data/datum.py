@@ -9,6 +9,7 @@ A Datum holds an image as `channels x height x width` in one of three forms:
 Encoded images are decoded with OpenCV when it is installed (Caffe decodes with OpenCV, and only the same
 library gives bit-identical pixels, in particular after resizing and gray conversion); Pillow is the fallback.
 """
+import collections
 import io
 
 import numpy as np
@@ -60,10 +61,12 @@ def datum_to_array(datum, force_color=False, force_gray=False):
     count = int(np.prod(shape))
     if len(datum.data):
         if len(datum.data) != count:
-            raise DataError(f"Datum: Expect: {count} bytes for shape {shape}, Actual: {len(datum.data)}")
+            raise DataError(f"Datum: Expect: {count} bytes for shape {' x '.join(map(str, shape))}, "
+                            f"Actual: {len(datum.data)} bytes of data")
         return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape)
     if len(datum.float_data) != count:
-        raise DataError(f"Datum: Expect: {count} float values for shape {shape}, Actual: {len(datum.float_data)}")
+        raise DataError(f"Datum: Expect: {count} float values for shape {' x '.join(map(str, shape))}, "
+                        f"Actual: {len(datum.float_data)} float values")
     return np.asarray(datum.float_data, dtype=np.float32).reshape(shape)
 
 
@@ -158,40 +161,66 @@ def image_to_datum(image, label=0, encoded_bytes=None):
     return datum
 
 
-def stack_datums(datums, force_color=False, force_gray=False, keys=None):
+def stack_datums(datums, force_color=False, force_gray=False, keys=None, expected=None):
     """N Datums as one N x C x H x W array (uint8, or float32 for float_data); all must share one shape.
 
     Raw records are joined and viewed in one go (no per-pixel work in Python); encoded ones are decoded
-    one by one.  A record whose shape differs from the first names its key.
+    one by one.  A record whose byte count does not fit its own shape, or whose shape differs from the
+    batch's, names its own key (`expected`, the shape the layer was set up with, settles a tie).
     """
     if not datums:
         raise DataError("stack_datums: no records to stack")
-    first = datums[0]
-    if not first.encoded and len(first.data) and all(not d.encoded and len(d.data) for d in datums):
-        shape = (first.channels, first.height, first.width)
-        size = shape[0] * shape[1] * shape[2]
-        for i, d in enumerate(datums):
-            if (d.channels, d.height, d.width) != shape or len(d.data) != size:
-                size_mismatch(keys, i, (d.channels, d.height, d.width), shape)
+    if all(not d.encoded and len(d.data) for d in datums):
+        shapes = [(d.channels, d.height, d.width) for d in datums]
+        for i, (d, shape) in enumerate(zip(datums, shapes)):
+            if len(d.data) != shape[0] * shape[1] * shape[2]:
+                wrong_count(keys, i, len(d.data), shape, "bytes of data")
+        check_shapes(keys, shapes, expected)
         # bytearray: one copy, and a writable buffer torch can wrap without a warning.
         flat = np.frombuffer(bytearray().join(d.data for d in datums), dtype=np.uint8)
-        return flat.reshape((len(datums),) + shape)
-    arrays = decode_datums(datums, force_color, force_gray)
-    for i, a in enumerate(arrays):
-        if a.shape != arrays[0].shape:
-            size_mismatch(keys, i, a.shape, arrays[0].shape)
+        return flat.reshape((len(datums),) + shapes[0])
+    arrays = decode_datums(datums, force_color, force_gray, keys)
+    check_shapes(keys, [a.shape for a in arrays], expected)
     return np.stack(arrays)
 
 
-def decode_datums(datums, force_color=False, force_gray=False):
+def check_shapes(keys, shapes, expected=None):
+    """Raise for the first record whose shape is not the batch's: the shape most records have (`expected`
+    or else the earliest one on a tie), so a lone odd record is named even when it comes first."""
+    counts = collections.Counter(tuple(s) for s in shapes)
+    if len(counts) == 1:
+        return
+    most = max(counts.values())
+    tied = [s for s, n in counts.items() if n == most]
+    usual = tuple(expected) if expected is not None and tuple(expected) in tied else tied[0]
+    for i, shape in enumerate(shapes):
+        if tuple(shape) != usual:
+            size_mismatch(keys, i, shape, usual)
+
+
+def decode_datums(datums, force_color=False, force_gray=False, keys=None):
     """Each Datum as its C x H x W array (uint8, or float32 when any record holds float_data)."""
-    arrays = [datum_to_array(d, force_color, force_gray) for d in datums]
+    arrays = []
+    for i, d in enumerate(datums):
+        try:
+            arrays.append(datum_to_array(d, force_color, force_gray))
+        except DataError as exc:
+            raise DataError(f"{_record(keys, i)}: {exc}") from None
     if any(a.dtype != np.uint8 for a in arrays):
         arrays = [a.astype(np.float32) for a in arrays]
     return arrays
 
 
+def _record(keys, index):
+    return f"record {keys[index]!r}" if keys is not None else f"record {index} of the batch"
+
+
+def wrong_count(keys, index, count, shape, what):
+    needed = shape[0] * shape[1] * shape[2]
+    raise DataError(f"{_record(keys, index)}: holds {count} {what} but its shape "
+                    f"{' x '.join(map(str, shape))} needs {needed} (a truncated or wrongly written Datum)")
+
+
 def size_mismatch(keys, index, actual, expected):
-    where = f"record {keys[index]!r}" if keys is not None else f"record {index} of the batch"
-    raise DataError(f"{where}: Expect: shape {tuple(expected)} (that of the batch's first record, images of "
-                    f"different sizes need resizing or a crop), Actual: {tuple(actual)}")
+    raise DataError(f"{_record(keys, index)}: Expect: shape {tuple(expected)} (that of the other records of "
+                    f"the batch; images of different sizes need resizing or a crop), Actual: {tuple(actual)}")

@@ -137,12 +137,57 @@ _lmdb_envs = {}
 _lmdb_lock = threading.Lock()
 
 
+# LMDB's two meta pages (pages 0 and 1) each hold, after a 16-byte page header: magic, version, the map's
+# address and size, the free and main databases' records (the first record's leading field is the page size),
+# the last page in use and the transaction id.  Offsets for 64-bit builds, little-endian (every LMDB that
+# Caffe's tools write on x86-64 and ARM64).
+_META_MAGIC = 0xBEEFC0DE
+_META_PAGE_SIZE_AT, _META_LAST_PAGE_AT, _META_TXNID_AT = 40, 136, 144
+
+
+def lmdb_needed_size(data_file):
+    """The bytes `data_file` (an LMDB data.mdb) must hold for the pages its newest meta page says are in use,
+    and the page size; None when the meta pages are not LMDB's (lmdb.open then names the problem)."""
+    import struct
+    with open(data_file, "rb") as handle:
+        first = handle.read(_META_TXNID_AT + 8)
+        if len(first) < _META_TXNID_AT + 8 or struct.unpack_from("<I", first, 16)[0] != _META_MAGIC:
+            return None
+        page_size = struct.unpack_from("<I", first, _META_PAGE_SIZE_AT)[0]
+        if page_size < 512 or page_size & (page_size - 1):
+            return None
+        handle.seek(page_size)
+        second = handle.read(_META_TXNID_AT + 8)
+    metas = [first]
+    if len(second) == len(first) and struct.unpack_from("<I", second, 16)[0] == _META_MAGIC:
+        metas.append(second)
+    newest = max(metas, key=lambda m: struct.unpack_from("<Q", m, _META_TXNID_AT)[0])
+    last_page = struct.unpack_from("<Q", newest, _META_LAST_PAGE_AT)[0]
+    return (last_page + 1) * page_size, page_size
+
+
+def check_lmdb_file(path):
+    """Refuse a truncated LMDB before mapping it: reading a page past the end of a mapped file kills the
+    process with SIGBUS (no message, exit status 135), so the file must hold every page the meta page lists."""
+    data_file = os.path.join(path, "data.mdb")
+    try:
+        actual = os.path.getsize(data_file)
+        needed = lmdb_needed_size(data_file)
+    except OSError as exc:
+        raise DataError(f"cannot open LMDB '{path}': {data_file}: {exc.strerror}") from None
+    if needed is not None and actual < needed[0]:
+        raise DataError(f"LMDB '{path}' is truncated: {data_file} has {actual} bytes but its meta page lists "
+                        f"{needed[0] // needed[1]} pages of {needed[1]} bytes ({needed[0]} bytes); the copy "
+                        "is incomplete or the disk was full when it was written")
+
+
 def _open_shared_lmdb(path):
     import lmdb
     real = os.path.realpath(path)
     with _lmdb_lock:
         entry = _lmdb_envs.get(real)
         if entry is None:
+            check_lmdb_file(path)
             env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=512, subdir=True)
             entry = _lmdb_envs[real] = [env, 0]
         entry[1] += 1
@@ -178,23 +223,50 @@ class LMDB(Database):
             raise DataError(f"cannot open LMDB '{self.path}': {exc}") from None
 
     def cursor(self):
-        txn = self.env.begin(buffers=False)
-        raw = txn.cursor()
+        import lmdb
+        try:
+            txn = self.env.begin(buffers=False)
+            raw = txn.cursor()
+        except lmdb.Error as exc:
+            raise self._corrupt(exc) from None
 
         def iterate():
-            return raw.iternext(keys=True, values=True) if raw.first() else iter(())
+            # LMDB reports a damaged page (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, ...) when the cursor steps onto
+            # it: name the database and the last key read intact, so the user knows where the damage is.
+            count, last = 0, None
+            try:
+                if not raw.first():
+                    return
+                for item in raw.iternext(keys=True, values=True):
+                    yield item
+                    count, last = count + 1, item[0]
+            except lmdb.Error as exc:
+                where = ("its first record" if last is None else
+                         f"record #{count} (the one after key '{last.decode('utf-8', 'replace')}')")
+                raise self._corrupt(exc, f" while reading {where}") from None
 
         def close():
             raw.close()
             txn.abort()  # a read transaction ends by abort: releases its snapshot
         return Cursor(iterate, close)
 
+    def _corrupt(self, exc, where=""):
+        return DataError(f"LMDB '{self.path}' is corrupt or unreadable{where}: {exc}")
+
     def get(self, key):
-        with self.env.begin() as txn:
-            return txn.get(_bytes(key))
+        import lmdb
+        try:
+            with self.env.begin() as txn:
+                return txn.get(_bytes(key))
+        except lmdb.Error as exc:
+            raise self._corrupt(exc, f" while reading key '{key}'") from None
 
     def __len__(self):
-        return self.env.stat()["entries"]
+        import lmdb
+        try:
+            return self.env.stat()["entries"]
+        except lmdb.Error as exc:
+            raise self._corrupt(exc) from None
 
     def _write(self, items):
         import lmdb

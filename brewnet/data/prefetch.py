@@ -23,6 +23,7 @@ with the last batch the consumer took (or the starting pair): a new source and l
 exactly the batches the consumer has not seen yet.
 """
 import collections
+import logging
 import threading
 
 import numpy as np
@@ -195,6 +196,15 @@ class DBRecords:
     def close(self):
         self._records.close()
 
+    _restarts = 0
+
+    def _log_restart(self):
+        """Caffe logs every wrap of the cursor; a small database read for many epochs would fill the log
+        with it, so only a reader's first wrap is INFO, the later ones DEBUG (glog's VLOG: hidden by default)."""
+        self._restarts += 1
+        level = logging.INFO if self._restarts == 1 else logging.DEBUG
+        logger.log(level, "Restarting data prefetching from start.")
+
     def _generate(self):
         database = db_mod.open_db(self.source, self.backend, db_mod.READ)
         cursor = None
@@ -221,7 +231,7 @@ class DBRecords:
                     raise DataError(f"{self.name}: database '{self.source}' has {index} records, none for rank "
                                     f"{self.rank} of {self.num_ranks}")
                 start = 0
-                logger.info("Restarting data prefetching from start.")
+                self._log_restart()
         finally:
             if cursor is not None:
                 cursor.close()

@@ -82,14 +82,15 @@ class DataTransformer:
         return self.output_shape((datum.channels, datum.height, datum.width))
 
     # --- batch transforms ----------------------------------------------------------------------------------
-    def transform_datums(self, datums, keys=None):
-        """Datums (one shape) -> transformed N x C x h x w tensor."""
+    def transform_datums(self, datums, keys=None, expected=None):
+        """Datums (one shape) -> transformed N x C x h x w tensor.  `expected`: the C x H x W the records
+        should have (the layer's first record), which settles which record is the odd one in a batch."""
         if not any(d.encoded for d in datums) and (self.param.force_color or self.param.force_gray):
             logger.error("force_color and force_gray only for encoded datum")
         if all(not d.encoded for d in datums):
-            array = datum_mod.stack_datums(datums, keys=keys)
+            array = datum_mod.stack_datums(datums, keys=keys, expected=expected)
             return self(torch.from_numpy(array))
-        arrays = datum_mod.decode_datums(datums, self.param.force_color, self.param.force_gray)
+        arrays = datum_mod.decode_datums(datums, self.param.force_color, self.param.force_gray, keys)
         return self._transform_arrays(arrays, keys)
 
     def _transform_arrays(self, arrays, keys=None):

@@ -29,11 +29,18 @@ def _key_text(key):
     return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
 
 
-def load_datum_batch(transformer, output_labels, chunk):
-    """(key, value) records -> (data, label) tensors; runs in the prefetch thread."""
+def load_datum_batch(transformer, output_labels, chunk, record_shape=None, source=None):
+    """(key, value) records -> (data, label) tensors; runs in the prefetch thread.  `record_shape`: that of
+    the database's first record, which a record of another shape is told apart from; `source` names the
+    database in errors."""
     keys = [_key_text(k) for k, _ in chunk]
-    datums = [parse_datum(value, key) for key, (_, value) in zip(keys, chunk)]
-    data = transformer.transform_datums(datums, keys)
+    try:
+        datums = [parse_datum(value, key) for key, (_, value) in zip(keys, chunk)]
+        data = transformer.transform_datums(datums, keys, record_shape)
+    except DataError as exc:
+        if source is None:
+            raise
+        raise DataError(f"database '{source}': {exc}") from None
     if not output_labels:
         return (data,)
     labels = torch.tensor([d.label for d in datums], dtype=transformer.dtype, device=transformer.device)
@@ -53,7 +60,9 @@ class DataLayer(BasePrefetchingDataLayer):
                     raise DataError(f"database '{param.source}' is empty")
                 key, value = _key_text(cursor.key()), cursor.value()
                 cursor.close()
-            shape = self.transformer.infer_shape(parse_datum(value, key))
+            first = parse_datum(value, key)
+            shape = self.transformer.infer_shape(first)
+            self.record_shape = None if first.encoded else (first.channels, first.height, first.width)
         except DataError as exc:
             raise LayerError(str(exc), self.name, self.type) from None
         logger.info("Opened %s %s", self.backend, param.source)
@@ -75,4 +84,6 @@ class DataLayer(BasePrefetchingDataLayer):
         return DBRecords(param.source, self.backend, rank, count, skip, name=self.name)
 
     def make_loader(self):
-        return functools.partial(load_datum_batch, self.transformer, self.output_labels)
+        return functools.partial(load_datum_batch, self.transformer, self.output_labels,
+                                 record_shape=getattr(self, "record_shape", None),
+                                 source=self.param.data_param.source)
