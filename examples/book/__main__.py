@@ -6,6 +6,8 @@
     --quick           the small version the tests run (RESULTS.md is left as it is)
     --data DIR        MNIST-format IDX folder (default: the bundled digits, data/mnist10k; e.g.
                       /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist)
+
+Torch runs on one thread unless BREWNET_BOOK_THREADS says otherwise.
 """
 import argparse
 import os
@@ -33,7 +35,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     import torch
+    threads = torch.get_num_threads()
+    # One thread by default: the book's nets are small, and the laboratory shares its machine.
     torch.set_num_threads(int(os.environ.get("BREWNET_BOOK_THREADS", "1")))
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args):
     from examples.book import registry, results
 
     experiments = registry.load_all()
