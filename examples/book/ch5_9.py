@@ -77,6 +77,19 @@ layer {{ name: "center_loss" type: "CenterLoss" bottom: "ip1" bottom: "label" to
     return text + "\n"
 
 
+def lenet_pp_deploy(widths=(32, 64, 128), batch=100):
+    """The deploy net up to the 2-D features ip1 (caffe-face's mnist_deploy.prototxt), for the book's
+    feature-dump script (examples/book/center_loss_features.py)."""
+    text = f'name: "LeNet++"\ninput: "data"\ninput_dim: {batch}\ninput_dim: 1\ninput_dim: 28\ninput_dim: 28\n'
+    text += conv_pair("1", "data", widths[0], 2) + conv_pair("2", "pool1", widths[1], 2)
+    text += conv_pair("3", "pool2", widths[2], 3)
+    return text + """
+layer { name: "ip1" type: "InnerProduct" bottom: "pool3" top: "ip1"
+  inner_product_param { num_output: 2 } }
+layer { name: "preluip1" type: "PReLU" bottom: "ip1" top: "ip1" }
+"""
+
+
 def solver_text(net_path, iters, steps, prefix, test_iter=20):
     """caffe-face's mnist_solver (SGD, lr 0.01, momentum 0.9, decay 0.0005, multistep gamma 0.8), its
     10 000 iterations shortened to `iters` with the steps moved in proportion; CPU."""
@@ -164,6 +177,8 @@ def train_variant(name, settings, train_db, test_db, out_dir, test_batches):
     solver, seconds = train(text, out_dir, name, settings)
     feats, labels, accuracy = test_features(solver.test_nets[0], test_batches)
     solver.net.save(os.path.join(out_dir, f"lenet_pp_{name}.caffemodel"))
+    with open(os.path.join(out_dir, "mnist_deploy.prototxt"), "w") as handle:
+        handle.write(lenet_pp_deploy(settings["widths"]))
     np.savez(os.path.join(out_dir, f"ip1_{name}.npz"), features=feats, labels=labels)
     label = "softmax + center loss" if center else "softmax only"
     figure = scatter(os.path.join(out_dir, f"ip1_{name}.png"), feats, labels,
