@@ -99,7 +99,7 @@ class Prefetcher:
         self.full = BlockingQueue(prefetch)
         self.threads = [threading.Thread(target=self._read, name=f"{name}-reader", daemon=True),
                         threading.Thread(target=self._prefetch, name=f"{name}-prefetch", daemon=True)]
-        self._stopped = False
+        self._stopped, self._failure = False, None
         for thread in self.threads:
             thread.start()
 
@@ -146,8 +146,11 @@ class Prefetcher:
         """The next full batch; blocks until the prefetch thread has one."""
         if self._stopped:
             raise DataError(f"{self.name}: the prefetcher has been stopped")
+        if self._failure is not None:      # the threads have ended: asking again must not wait forever
+            raise self._failure.error
         item = self.full.get()
         if isinstance(item, _Failure):
+            self._failure = item
             raise item.error
         batch, self.position = item
         return batch

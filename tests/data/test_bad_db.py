@@ -109,6 +109,8 @@ def test_corrupt_page_reaches_the_consumer_from_the_reader_thread(tmp_path):
         with pytest.raises(DataError, match=f"LMDB '{path}' is corrupt or unreadable while reading record #"):
             while True:
                 batches.append(prefetcher.next_batch())
+        with pytest.raises(DataError, match="is corrupt"):      # asked again: the same error, no hang
+            prefetcher.next_batch()
     finally:
         prefetcher.stop()
     assert batches and batches[0] == [b"00000000", b"00000001", b"00000002", b"00000003"]
