@@ -217,6 +217,8 @@ class LMDB(Database):
             else:
                 if mode == NEW:
                     os.makedirs(self.path)
+                elif os.path.exists(os.path.join(self.path, "data.mdb")):
+                    check_lmdb_file(self.path)      # appending maps the file too
                 # The map grows on demand (see _write), as Caffe 1.0's LMDB does.
                 self.env = lmdb.open(self.path, map_size=1 << 26, subdir=True)
         except lmdb.Error as exc:

@@ -65,6 +65,8 @@ def test_truncated_lmdb_is_refused_before_mapping(tmp_path):
     message = str(info.value)
     assert f"LMDB '{path}' is truncated" in message
     assert f"has {full // 2} bytes" in message and f"({full} bytes)" in message
+    with pytest.raises(DataError, match="is truncated"):
+        dbm.open_db(path, "lmdb", dbm.WRITE)
 
 
 def test_empty_data_file_is_a_data_error(tmp_path):
