@@ -15,7 +15,7 @@ import os
 import sys
 
 # Chapter modules, imported in this order by load_all(); a new chapter adds its module name here.
-CHAPTERS = ("ch3", "ch4", "ch6")
+CHAPTERS = ("ch3", "ch4", "ch5_9", "ch6")
 
 EXPERIMENTS = {}
 
