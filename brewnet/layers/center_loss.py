@@ -32,8 +32,21 @@ from .common import canonical_axis
 from .loss import LossLayer
 
 
+def read_caffe_face_binary(param):
+    """caffe-face numbers center_loss_param 147, Caffe 1.0's (and brewnet's) swish_param: a binary caffe-face
+    net arrives with its CenterLoss parameters as a swish_param of unknown fields.  Re-read those bytes as
+    the CenterLossParameter they are (prototxt names the field and needs nothing)."""
+    if param.HasField("swish_param") and not param.HasField("center_loss_param"):
+        param.center_loss_param.ParseFromString(param.swish_param.SerializeToString())
+        param.ClearField("swish_param")
+
+
 @register_layer("CenterLoss")
 class CenterLossLayer(LossLayer):
+
+    def __init__(self, param):
+        read_caffe_face_binary(param)
+        super().__init__(param)
 
     def layer_setup(self, bottom, top):
         p = self.param.center_loss_param

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 import brewnet.layers  # noqa: F401  (registers the layer types)
+from brewnet.core.registry import create_layer
 from brewnet.errors import LayerError
+from brewnet.proto import caffe_pb2
 from tests.layers.helpers import blob, check_layer, make_layer
 
 CAFFE_FACE = 'type: "CenterLoss" center_loss_param { num_output: 3 center_filler { type: "gaussian" } }'
@@ -124,3 +126,18 @@ def test_shapes_and_label_backward_are_refused():
     with pytest.raises(LayerError, match=r"one centers blob of shape \(3, 2\), Actual: 1 blob\(s\), the "
                                          r"first of shape \(4, 2\)"):
         loaded.setup([blob(X), blob(Y)], [blob(0.0)])
+
+
+def test_a_caffe_face_binary_net_field_147_is_read_as_center_loss_param():
+    face = caffe_pb2.CenterLossParameter(num_output=3, axis=1)
+    face.center_filler.type = "constant"
+    face.center_filler.value = 0.25
+    payload = face.SerializeToString()
+    tag = bytes([(147 << 3 | 2) & 0x7F | 0x80, (147 << 3 | 2) >> 7])      # field 147, length-delimited
+    head = caffe_pb2.LayerParameter(name="L", type="CenterLoss").SerializeToString()
+    param = caffe_pb2.LayerParameter.FromString(head + tag + bytes([len(payload)]) + payload)
+    assert param.HasField("swish_param") and not param.HasField("center_loss_param")   # what protobuf sees
+    layer = create_layer(param)
+    layer.setup([blob(X), blob(Y)], [blob(0.0)])
+    assert layer.num_classes == 3 and not layer.param.HasField("swish_param")
+    np.testing.assert_array_equal(layer.blobs[0].data.numpy(), np.full((3, 2), 0.25))
