@@ -1,6 +1,6 @@
 """The `caffe` program meets a user's mistakes: flag values out of range, an unknown command, -help, --version.
-Each case runs the installed `caffe` in a subprocess, as a user would, and checks the one line it prints and its
-exit status."""
+The cases run the installed `caffe` in a subprocess, as a user would (the flag values also through its main()
+in this process), and check the one line it prints and its exit status."""
 import importlib
 import importlib.metadata
 import os
@@ -57,22 +57,24 @@ BAD_VALUES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def bad_value_runs(tmp_path_factory):
-    """Every BAD_VALUES command line, run at once (each pays Python's and torch's start-up)."""
-    folder = tmp_path_factory.mktemp("flags")
-    (folder / "s.prototxt").write_text('net: "net.prototxt" base_lr: 0.1 lr_policy: "fixed" max_iter: 1\n')
-    processes = [subprocess.Popen(caffe_command() + args, cwd=folder, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for args, _ in BAD_VALUES]
-    return [process.communicate(timeout=120) + (process.returncode,) for process in processes]
+@pytest.mark.parametrize("args, message", BAD_VALUES, ids=[" ".join(a[-2:]) for a, _ in BAD_VALUES])
+def test_out_of_range_flag_is_one_error_line(args, message, tmp_path, monkeypatch, capsys):
+    """Through caffe's main() in this process (each `caffe` process pays torch's start-up; the real program
+    is run below for three of them)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == 1
+    captured = capsys.readouterr()
+    assert len(captured.err.splitlines()) == 1 and captured.err.startswith("ERROR: ")      # gflags' words
+    assert message in captured.err and captured.out == ""
 
 
-@pytest.mark.parametrize("case", range(len(BAD_VALUES)), ids=[" ".join(a[-2:]) for a, _ in BAD_VALUES])
-def test_out_of_range_flag_is_one_error_line(case, bad_value_runs):
-    out, err, rc = bad_value_runs[case]
-    assert rc == 1
-    assert len(err.splitlines()) == 1 and err.startswith("ERROR: ")      # one line, gflags' words
-    assert BAD_VALUES[case][1] in err and "Traceback" not in err and out == ""
+@pytest.mark.parametrize("case", [0, 2, 6])
+def test_out_of_range_flag_in_the_real_program(case, tmp_path):
+    args, message = BAD_VALUES[case]
+    run = run_caffe(args, tmp_path)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.startswith("ERROR: ") and len(run.stderr.splitlines()) == 1
+    assert message in run.stderr and "Traceback" not in run.stderr
 
 
 def test_help_lists_every_command_and_tool(tmp_path):
