@@ -45,7 +45,7 @@ def test_without_label_top(golden, monkeypatch):
 
 def test_close_joins_threads(golden, monkeypatch):
     monkeypatch.chdir(golden / "files")
-    before = set(threading.enumerate())
+    before, envs_before = set(threading.enumerate()), set(dbm._lmdb_envs)
     layer = layer_from_text('name: "d" type: "Data" top: "data" top: "label" '
                             'data_param { source: "mnist1000_lmdb" backend: LMDB batch_size: 100 prefetch: 2 }')
     top = setup(layer)
@@ -54,7 +54,7 @@ def test_close_joins_threads(golden, monkeypatch):
     layer.close()
     layer.stop()   # idempotent alias
     assert set(threading.enumerate()) == before
-    assert not dbm._lmdb_envs
+    assert set(dbm._lmdb_envs) == envs_before      # its database closed (other tests' may still be open)
 
 
 def test_missing_db(tmp_path):
