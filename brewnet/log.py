@@ -70,7 +70,9 @@ class GlogFileHandler(logging.Handler):
                     f.flush()
         except OSError as e:
             self.failed = True
-            print(f"Could not create logging file in {self.folder}: {e.strerror or e}", file=sys.stderr)
+            # glog too goes on without its files, after saying so once
+            print(f"Could not write log files in {self.folder}: {e.strerror or e}; logging to stderr only",
+                  file=sys.stderr)
         except Exception:
             self.handleError(record)
 
