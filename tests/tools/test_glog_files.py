@@ -2,10 +2,13 @@
 each holding its severity and above, with the <program>.<SEVERITY> symlinks — besides stderr, as
 GLOG_logtostderr / GLOG_alsologtostderr say."""
 import getpass
+import logging
 import os
 import re
 import socket
 import subprocess
+
+from brewnet.log import GlogFileHandler
 
 from .test_cli_errors import CAFFE, caffe_command
 
@@ -71,3 +74,12 @@ def test_log_dir_files_and_stderr(tmp_path):
     # GLOG_logtostderr=1: stderr only, no files
     assert "Use CPU." in finish(stderr_only)
     assert not [f for f in os.listdir(tmp_path / "quiet") if str(stderr_only.pid) in f]
+
+
+def test_unwritable_log_dir_is_said_once(tmp_path, capsys):
+    handler = GlogFileHandler(str(tmp_path / "missing"), "caffe")
+    for message in ("first", "second"):
+        handler.handle(logging.LogRecord("brewnet", logging.WARNING, "x.py", 1, message, None, None))
+    assert capsys.readouterr().err == (f"Could not write log files in {tmp_path / 'missing'}: No such file or "
+                                       "directory; logging to stderr only\n")
+    assert not (tmp_path / "missing").exists()
