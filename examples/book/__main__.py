@@ -69,7 +69,9 @@ def _run(args):
         print(f"-- {ref}: book {exp.book} | brewnet {result.ours} | data {result.data} | {seconds:.1f} s")
         for path in result.figures:
             print(f"   figure {os.path.relpath(path, ROOT) if path.startswith(ROOT) else path}")
-        rows[ref] = results.format_row(ref, exp.title, exp.book, result.ours, result.data,
+        # A run on other data than the bundled digits gets a row of its own beside the default one.
+        row = ref if not args.data else f"{ref} [{os.path.basename(os.path.normpath(args.data))}]"
+        rows[row] = results.format_row(row, exp.title, exp.book, result.ours, result.data,
                                        _command(ref, args), seconds)
     if not args.quick:
         results.update_rows(rows)

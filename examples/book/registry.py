@@ -70,8 +70,10 @@ def experiment(ref, title, book):
 
 
 def ref_key(ref):
-    """'3.4.4' < '3.5' < '6.1' < '10.2': numeric order of the dotted parts."""
-    return tuple(int(p) if p.isdigit() else p for p in ref.replace("-", ".").split("."))
+    """'3.4.4' < '3.5' < '6.1' < '6.1 [fashion-mnist]' < '10.2': numeric order of the dotted parts, then the
+    data a row names (rows of runs on other data than the bundled digits)."""
+    section, _, data = ref.partition(" ")
+    return tuple(int(p) if p.isdigit() else p for p in section.replace("-", ".").split(".")), data
 
 
 def load_all():

@@ -46,3 +46,8 @@ def test_registering_a_section_twice_is_an_error():
     with pytest.raises(ValueError, match="experiment 6.4 registered twice"):
         registry.experiment("6.4", "again", book="-")(lambda ctx: None)
     assert registry.ref_key("10.2") > registry.ref_key("9.1") > registry.ref_key("6.2-6.3") > registry.ref_key("6.2")
+
+
+def test_a_row_on_other_data_sorts_after_its_section():
+    keys = ["6.2", "6.1 [fashion-mnist]", "10.1", "6.1", "3.4.4"]
+    assert sorted(keys, key=registry.ref_key) == ["3.4.4", "6.1", "6.1 [fashion-mnist]", "6.2", "10.1"]
