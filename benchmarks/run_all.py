@@ -105,8 +105,9 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   and reshaped anew, a tensor made and expanded for the loss weight, NumPy scalars for every rate and decay
   and a new 0-d momentum tensor per step.  Now: a plain layer loop for nets without fused groups, one
   reusable scope per net (none for device checks on the CPU), kept transposed views and label buffer,
-  cached rounded scalars.  Train ratio 1.84 -> about 1.0 (interleaved, same session), bit-identical
-  parameters (tests/solvers/test_tiny_net.py checks them against the same arithmetic in plain torch ops).
+  cached rounded scalars.  Train ratio 1.84 -> 0.93 in one run_all session (1.00-1.07 while the machine's
+  load average was 6-20), bit-identical parameters (tests/solvers/test_tiny_net.py checks them against the
+  same arithmetic in plain torch ops).
   Forward alone is still about 2x PyTorch's no-grad call: seven small ops for Caffe's SoftmaxWithLoss
   (label conversion, log-softmax, gather, the FLT_MIN floor, sum, normalization) where F.cross_entropy has two.
 - Peak memory of GoogLeNet and ResNet-50: brewnet keeps, as Caffe does, every blob's data and diff for the
