@@ -160,7 +160,7 @@ median of per-round ratios); images/s from the medians.  TF32 off in both.
 
 
 GPU_NOTES = """
-What the CUDA figures rest on (session 5, the first with a GPU; DEVELOPERS.md, "What the first GPU session found"):
+What the CUDA figures rest on (session 5, the first with a GPU; benchmarks/NOTES.md, "What the first GPU session found"):
 
 - Host-bound rows (LeNet, ResNet-50 at batch 8, the thin net) swing by up to 20 % between runs on that machine
   (ResNet-50 batch 8 eager in the session's five runs: 1.02, 1.05, 1.16, 1.24, 1.12; LeNet 0.83 to 1.17);
