@@ -4,12 +4,12 @@ Caffe is a singleton holding the CPU/GPU mode, the device id and the random gene
 three facts in this module.  Blobs and layers ask `device()` where to allocate.
 """
 import contextlib
-import os
 import random
 
 import numpy as np
 import torch
 
+from .. import switches
 from ..errors import BrewnetError
 
 CPU, GPU = "CPU", "GPU"
@@ -25,7 +25,7 @@ def set_mode_gpu():
     if not torch.cuda.is_available():
         raise BrewnetError("set_mode_gpu: no CUDA device is available (torch.cuda.is_available() is False)")
     _state["mode"] = GPU
-    set_tf32(os.environ.get(TF32_VARIABLE) == "1")
+    set_tf32(switches.value(TF32_VARIABLE) == "1")
 
 
 TF32_VARIABLE = "BREWNET_TF32"

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from .. import switches
 from ..errors import BrewnetError, NetError
 from ..log import get_logger
 from ..proto import caffe_pb2
@@ -49,8 +50,8 @@ def no_grad():
 
 class Net(NetAssembly, NetWeights, NetDebugInfo):
     # Run fusable layer groups (fusion.py) as one step in forward/backward.  Assign False on a net, or set
-    # BREWNET_FUSE=0 in the environment, to run every layer on its own.
-    fuse_layers = os.environ.get("BREWNET_FUSE", "1") != "0"
+    # BREWNET_FUSE=0 in the environment (switches.py; read when a net is built), to run every layer on its own.
+    fuse_layers = None
     # Keep the TRAIN-mode BatchNorm statistics in one tensor per net, updated in two ops a pass
     # (running_sums.py).  Read when the net is built.
     pack_running_sums = True
@@ -75,6 +76,8 @@ class Net(NetAssembly, NetWeights, NetDebugInfo):
         self.device = device or common.device()
         self._checks = device_checks.Checks()      # checks of device values a forward leaves pending
         self.phase = param.state.phase
+        if self.fuse_layers is None:
+            self.fuse_layers = switches.on("BREWNET_FUSE")
         self._init(param)
         if weights is not None:
             self.copy_trained_layers_from(weights)

@@ -38,13 +38,13 @@ parameter diffs are divided by S.  If any of them is inf/NaN the update is skipp
 import contextlib
 import functools
 import math
-import os
 import threading
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from .. import switches
 from ..errors import BrewnetError
 from ..log import get_logger
 from .blob import scale_all
@@ -80,7 +80,7 @@ def get_precision():
     """The default precision: set_precision's, else $BREWNET_PRECISION, else fp32."""
     if _default["mode"] is not None:
         return _default["mode"]
-    env = os.environ.get(ENV_VARIABLE)
+    env = switches.value(ENV_VARIABLE)
     return check_mode(env, ENV_VARIABLE) if env else FP32
 
 

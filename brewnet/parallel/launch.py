@@ -39,15 +39,17 @@ import traceback
 import torch
 import torch.distributed as dist
 
+from .. import switches
 from ..core import common
 from ..errors import BrewnetError, SolverError
 from ..log import get_logger, logger as brewnet_logger
 
 log = get_logger("parallel")
 
-# A collective that waits longer than this for a live but silent peer gives up.  Long, because the other ranks
-# wait in their next collective while rank 0 alone tests and snapshots (Caffe's root-only TestAll).
-DEFAULT_TIMEOUT = float(os.environ.get("BREWNET_DIST_TIMEOUT", 1800))
+# A collective that waits longer than its timeout for a live but silent peer gives up.  Long by default
+# ($BREWNET_DIST_TIMEOUT, 1800 s: switches.py), because the other ranks wait in their next collective while
+# rank 0 alone tests and snapshots (Caffe's root-only TestAll).  None: that default, read when used.
+DEFAULT_TIMEOUT = None
 # How long the launcher lets the surviving ranks find out about a failure by themselves before ending them.
 DEFAULT_GRACE = 30.0
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -103,6 +105,7 @@ def init_from_environment(backend=None, device=None, timeout=DEFAULT_TIMEOUT):
         raise DistributedError("init_from_environment: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT must be set "
                                "(start the processes with torchrun)")
     rank, world, _ = found
+    timeout = switches.dist_timeout(timeout)
     backend = backend or ("nccl" if device is not None else "gloo")
     _become_rank(rank, world, device)
     try:
@@ -124,6 +127,7 @@ def launch(fn, nprocs, args=(), backend="gloo", devices=None, timeout=DEFAULT_TI
     are done; raises DistributedError naming the failed ranks otherwise."""
     if nprocs < 1:
         raise DistributedError(f"launch: Expect: at least 1 process, Actual: {nprocs}")
+    timeout = switches.dist_timeout(timeout)
     if devices is not None and len(devices) != nprocs:
         raise DistributedError(f"launch: Expect: one device per process, Actual: {len(devices)} devices for "
                                f"{nprocs} processes")

@@ -30,6 +30,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 
+from .. import switches
 from ..core import common
 from ..log import get_logger
 from .distributed import GradientAverager
@@ -62,7 +63,7 @@ class NCCL:
         path = _rendezvous_file(uid)
         self.averager = None
         if self.world > 1:
-            self._join(path, timeout)
+            self._join(path, switches.dist_timeout(timeout))
             self.averager = GradientAverager(self.solver)
         log.info("NCCL: solver %d of %d (torch.distributed, %s)", self.rank, self.world,
                  dist.get_backend() if dist.is_initialized() else "one solver: nothing to reduce")

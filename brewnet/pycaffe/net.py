@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from .. import switches
 from ..core.net import Net as CoreNet
 from ..core.precision import Precision, get_precision, set_precision  # noqa: F401  (caffe.set_precision)
 from ..errors import BrewnetError, NetError
@@ -558,7 +559,7 @@ def set_mode_gpu():
     brewnet.set_mode_gpu() and `caffe train -gpu` always are."""
     import torch
     from ..core import common
-    if torch.cuda.is_available() or os.environ.get(REQUIRE_GPU_VARIABLE) == "1":
+    if torch.cuda.is_available() or switches.value(REQUIRE_GPU_VARIABLE) == "1":
         common.set_mode_gpu()
         return
     common.set_mode_cpu()

@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from .. import switches
 from ..core import common
 from ..core.net import Net, no_grad
 from ..core.precision import Precision
@@ -88,7 +89,7 @@ class Solver(LateRead):
         self.callbacks = []
         self.action_function = None
         self.requested_early_exit = False
-        self.compile = os.environ.get(COMPILE_VARIABLE, "0") not in ("", "0")
+        self.compile = switches.on(COMPILE_VARIABLE)
         self.losses, self.smoothed_loss = [], 0.0
         self._timer_start, self._iterations_last = time.perf_counter(), 0
         self.pre_solve()

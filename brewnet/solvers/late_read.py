@@ -18,9 +18,10 @@ nothing to overlap and always reads first (no copies).
 """
 import functools
 import math
-import os
 
 import torch
+
+from .. import switches
 
 # Set to 1 to read first on accelerators too, without the copies (a net whose parameters only just fit).
 READ_FIRST_VARIABLE = "BREWNET_READ_FIRST"
@@ -28,7 +29,7 @@ READ_FIRST_VARIABLE = "BREWNET_READ_FIRST"
 
 def reads_late_by_default(device):
     """Whether a solver on `device` reads its loss after the update unless told otherwise."""
-    return _on_accelerator(device) and os.environ.get(READ_FIRST_VARIABLE, "0") in ("", "0")
+    return _on_accelerator(device) and not switches.on(READ_FIRST_VARIABLE)
 
 
 @functools.lru_cache(maxsize=16)
