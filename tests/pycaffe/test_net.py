@@ -337,14 +337,19 @@ def test_forward_backward_all(tmp_path):
     np.testing.assert_allclose(diffs["x"], dy @ w, rtol=1e-5, atol=1e-6)
 
 
-def test_set_input_arrays_feeds_memory_data(tmp_path):
+def memory_data_net(tmp_path, weight):
+    """MemoryData (batch 2 of 1 x 2 x 3, with labels) -> InnerProduct(1) whose weights are all `weight`."""
     path = tmp_path / "mem.prototxt"
-    path.write_text("""
-        layer { name: "data" type: "MemoryData" top: "data" top: "label"
-                memory_data_param { batch_size: 2 channels: 1 height: 2 width: 3 } }
-        layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-                inner_product_param { num_output: 1 weight_filler { type: "constant" value: 1 } } }""")
-    net = caffe.Net(str(path), caffe.TEST)
+    path.write_text(f"""
+        layer {{ name: "data" type: "MemoryData" top: "data" top: "label"
+                memory_data_param {{ batch_size: 2 channels: 1 height: 2 width: 3 }} }}
+        layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+                inner_product_param {{ num_output: 1 weight_filler {{ type: "constant" value: {weight} }} }} }}""")
+    return caffe.Net(str(path), caffe.TEST)
+
+
+def test_set_input_arrays_feeds_memory_data(tmp_path):
+    net = memory_data_net(tmp_path, weight=1)
     data = np.arange(24, dtype=np.float32).reshape(4, 1, 2, 3)
     labels = np.array([3, 1, 4, 1], dtype=np.float32)
     net.set_input_arrays(data, labels)
@@ -365,13 +370,7 @@ def test_set_input_arrays_feeds_memory_data(tmp_path):
 def test_underscore_set_input_arrays_serves_the_callers_arrays(tmp_path):
     """pycaffe's binding: float32 C-contiguous N x C x H x W data and N x 1 x 1 x 1 labels, served without a
     copy (a later write to the caller's array is what the next forward sees); anything else is a RuntimeError."""
-    path = tmp_path / "mem.prototxt"
-    path.write_text("""
-        layer { name: "data" type: "MemoryData" top: "data" top: "label"
-                memory_data_param { batch_size: 2 channels: 1 height: 2 width: 3 } }
-        layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-                inner_product_param { num_output: 1 weight_filler { type: "constant" value: 0.5 } } }""")
-    net = caffe.Net(str(path), caffe.TEST)
+    net = memory_data_net(tmp_path, weight=0.5)
     data = np.arange(24, dtype=np.float32).reshape(4, 1, 2, 3)
     labels = np.array([3, 1, 4, 1], dtype=np.float32).reshape(4, 1, 1, 1)
     net._set_input_arrays(data, labels)
