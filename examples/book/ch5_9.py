@@ -12,6 +12,7 @@ over the mean distance between class means (lower: tighter classes, further apar
 `run(quick, data_dir, out_dir)` is the whole experiment and returns its numbers.
 """
 import itertools
+import json
 import os
 import sys
 import time
@@ -27,6 +28,9 @@ DIGITS = os.path.join(ROOT, "data", "mnist10k")
 # 8 000 digits) instead of 10 000 of 128: CPU time; the layers and the settings are caffe-face's.
 FULL = dict(widths=(16, 32, 64), iters=2000, steps=(1000, 1600, 1800), batch=64)
 QUICK = dict(widths=(8, 8, 16), iters=60, steps=(40,), batch=32)
+# caffe-face's mnist_example unchanged (widths, 10 000 iterations of 128, its step values): a GPU's run.
+CAFFE_FACE = dict(widths=(32, 64, 128), iters=10000, steps=(5000, 8000, 10000), batch=128)
+SETTINGS = {"full": FULL, "quick": QUICK, "caffe-face": CAFFE_FACE}
 
 
 def conv_pair(name, bottom, width, pool_kernel):
@@ -90,14 +94,14 @@ layer { name: "preluip1" type: "PReLU" bottom: "ip1" top: "ip1" }
 """
 
 
-def solver_text(net_path, iters, steps, prefix, test_iter=20):
+def solver_text(net_path, iters, steps, prefix, test_iter=20, mode="CPU"):
     """caffe-face's mnist_solver (SGD, lr 0.01, momentum 0.9, decay 0.0005, multistep gamma 0.8), its
-    10 000 iterations shortened to `iters` with the steps moved in proportion; CPU."""
+    10 000 iterations shortened to `iters` with the steps moved in proportion."""
     stepvalues = " ".join(f"stepvalue: {s}" for s in steps)
     return (f'net: "{net_path}"\ntest_iter: {test_iter}\ntest_interval: {iters}\ntest_initialization: false\n'
             f'base_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\nlr_policy: "multistep"\ngamma: 0.8\n'
             f'{stepvalues}\ndisplay: {max(iters // 10, 1)}\nmax_iter: {iters}\nsnapshot: 0\n'
-            f'snapshot_prefix: "{prefix}"\nrandom_seed: 1\nsolver_mode: CPU\n')
+            f'snapshot_prefix: "{prefix}"\nrandom_seed: 1\nsolver_mode: {mode}\n')
 
 
 def make_databases(data_dir, folder):
@@ -115,7 +119,7 @@ def make_databases(data_dir, folder):
     return paths["train"], paths["test"]
 
 
-def train(net_text, folder, name, settings):
+def train(net_text, folder, name, settings, gpu=None):
     """Train one LeNet++; returns the solver (its test net shares the trained weights) and the seconds."""
     from brewnet.solvers import get_solver
     net_path = os.path.join(folder, f"{name}_train_test.prototxt")
@@ -123,7 +127,8 @@ def train(net_text, folder, name, settings):
         handle.write(net_text)
     solver_path = os.path.join(folder, f"{name}_solver.prototxt")
     with open(solver_path, "w") as handle:
-        handle.write(solver_text(net_path, settings["iters"], settings["steps"], os.path.join(folder, name)))
+        handle.write(solver_text(net_path, settings["iters"], settings["steps"], os.path.join(folder, name),
+                                 mode="CPU" if gpu is None else "GPU"))
     solver = get_solver(solver_path)
     start = time.perf_counter()
     solver.solve()
@@ -135,9 +140,9 @@ def test_features(net, batches):
     feats, labels, correct = [], [], 0.0
     for _ in range(batches):
         net.forward()
-        feats.append(net.blobs["ip1"].data.numpy().copy())
-        labels.append(net.blobs["label"].data.numpy().astype(int).copy())
-        correct += float(net.blobs["accuracy"].data.numpy())
+        feats.append(net.blobs["ip1"].data.detach().cpu().numpy().copy())
+        labels.append(net.blobs["label"].data.detach().cpu().numpy().astype(int))
+        correct += float(net.blobs["accuracy"].data.item())
     return np.concatenate(feats), np.concatenate(labels), correct / batches
 
 
@@ -166,15 +171,19 @@ def scatter(path, feats, labels, title):
     return path
 
 
-def train_variant(name, settings, train_db, test_db, out_dir, test_batches):
+def train_variant(name, settings, train_db, test_db, out_dir, test_batches, gpu=None):
     """Train one of the two nets ("softmax" or "center") and measure it on the test set."""
     import torch
     torch.set_num_threads(1)
     from brewnet.log import init_log
     init_log()
+    if gpu is not None:
+        from brewnet import set_device, set_mode_gpu
+        set_device(gpu)
+        set_mode_gpu()
     center = name == "center"
     text = lenet_pp(train_db, test_db, settings["widths"], settings["batch"], center_loss=center)
-    solver, seconds = train(text, out_dir, name, settings)
+    solver, seconds = train(text, out_dir, name, settings, gpu)
     feats, labels, accuracy = test_features(solver.test_nets[0], test_batches)
     solver.net.save(os.path.join(out_dir, f"lenet_pp_{name}.caffemodel"))
     with open(os.path.join(out_dir, "mnist_deploy.prototxt"), "w") as handle:
@@ -187,26 +196,29 @@ def train_variant(name, settings, train_db, test_db, out_dir, test_batches):
             f"seconds_{name}": seconds}, figure
 
 
-def run(quick=False, data_dir=None, out_dir=None):
-    """The experiment: trains both nets (in two processes), writes the scatter plots, returns the numbers."""
+def run(quick=False, data_dir=None, out_dir=None, settings=None, gpu=None):
+    """The experiment: trains both nets (in two processes), writes the scatter plots, returns the numbers.
+    `settings` names one of SETTINGS (default: "quick" or "full"); `gpu` a CUDA device to train on."""
     import concurrent.futures
     import multiprocessing
     data_dir = data_dir or DIGITS
     out_dir = out_dir or os.path.join(ROOT, "results", "book", "5.9")
-    settings = QUICK if quick else FULL
+    settings = SETTINGS[settings or ("quick" if quick else "full")]
     os.makedirs(out_dir, exist_ok=True)
     train_db, test_db = make_databases(data_dir, os.path.join(out_dir, "data"))
     test_batches = 2 if quick else 20
     numbers, figures = {}, []
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
-        jobs = [pool.submit(train_variant, name, settings, train_db, test_db, out_dir, test_batches)
+        jobs = [pool.submit(train_variant, name, settings, train_db, test_db, out_dir, test_batches, gpu)
                 for name in ("softmax", "center")]
         for job in jobs:
             values, figure = job.result()
             numbers.update(values)
             figures.append(figure)
     numbers["compactness_gain"] = numbers["compactness_softmax"] / numbers["compactness_center"]
+    with open(os.path.join(out_dir, "numbers.json"), "w") as handle:
+        json.dump(dict(numbers, settings=settings), handle, indent=1)
     numbers["figures"] = figures
     return numbers
 
@@ -241,8 +253,11 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--settings", choices=sorted(SETTINGS), default=None,
+                        help="widths and schedule (default: full, or quick with --quick)")
+    parser.add_argument("--gpu", type=int, default=None, help="train both nets on this CUDA device")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(int(os.environ.get("BREWNET_BOOK_THREADS", "1")))
-    result = run(args.quick, args.data, args.out)
+    result = run(args.quick, args.data, args.out, args.settings, args.gpu)
     print(result)
