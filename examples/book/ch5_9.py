@@ -189,16 +189,24 @@ def train_variant(name, settings, train_db, test_db, out_dir, test_batches, gpu=
     with open(os.path.join(out_dir, "mnist_deploy.prototxt"), "w") as handle:
         handle.write(lenet_pp_deploy(settings["widths"]))
     np.savez(os.path.join(out_dir, f"ip1_{name}.npz"), features=feats, labels=labels)
-    label = "softmax + center loss" if center else "softmax only"
-    figure = scatter(os.path.join(out_dir, f"ip1_{name}.png"), feats, labels,
-                     f"LeNet++ ip1 on the test set, {label} (acc {accuracy:.4f})")
     return {f"accuracy_{name}": accuracy, f"compactness_{name}": compactness(feats, labels),
-            f"seconds_{name}": seconds}, figure
+            f"seconds_{name}": seconds}
 
 
-def run(quick=False, data_dir=None, out_dir=None, settings=None, gpu=None):
+def draw(out_dir, numbers):
+    """The two scatter plots (figures 5-15 / 5-16) from the ip1_<name>.npz features a run left in out_dir."""
+    figures = []
+    for name, label in (("softmax", "softmax only"), ("center", "softmax + center loss")):
+        saved = np.load(os.path.join(out_dir, f"ip1_{name}.npz"))
+        figures.append(scatter(os.path.join(out_dir, f"ip1_{name}.png"), saved["features"], saved["labels"],
+                               f"LeNet++ ip1 on the test set, {label} (acc {numbers[f'accuracy_{name}']:.4f})"))
+    return figures
+
+
+def run(quick=False, data_dir=None, out_dir=None, settings=None, gpu=None, figures=True):
     """The experiment: trains both nets (in two processes), writes the scatter plots, returns the numbers.
-    `settings` names one of SETTINGS (default: "quick" or "full"); `gpu` a CUDA device to train on."""
+    `settings` names one of SETTINGS (default: "quick" or "full"); `gpu` a CUDA device to train on;
+    figures=False leaves the plots to `draw` (a machine without matplotlib)."""
     import concurrent.futures
     import multiprocessing
     data_dir = data_dir or DIGITS
@@ -207,19 +215,17 @@ def run(quick=False, data_dir=None, out_dir=None, settings=None, gpu=None):
     os.makedirs(out_dir, exist_ok=True)
     train_db, test_db = make_databases(data_dir, os.path.join(out_dir, "data"))
     test_batches = 2 if quick else 20
-    numbers, figures = {}, []
+    numbers = {}
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
         jobs = [pool.submit(train_variant, name, settings, train_db, test_db, out_dir, test_batches, gpu)
                 for name in ("softmax", "center")]
         for job in jobs:
-            values, figure = job.result()
-            numbers.update(values)
-            figures.append(figure)
+            numbers.update(job.result())
     numbers["compactness_gain"] = numbers["compactness_softmax"] / numbers["compactness_center"]
     with open(os.path.join(out_dir, "numbers.json"), "w") as handle:
         json.dump(dict(numbers, settings=settings), handle, indent=1)
-    numbers["figures"] = figures
+    numbers["figures"] = draw(out_dir, numbers) if figures else []
     return numbers
 
 
@@ -256,8 +262,14 @@ if __name__ == "__main__":
     parser.add_argument("--settings", choices=sorted(SETTINGS), default=None,
                         help="widths and schedule (default: full, or quick with --quick)")
     parser.add_argument("--gpu", type=int, default=None, help="train both nets on this CUDA device")
+    parser.add_argument("--no-figures", action="store_true", help="leave the plots to --draw")
+    parser.add_argument("--draw", metavar="DIR", help="only draw the plots of the run that left DIR")
     args = parser.parse_args()
+    if args.draw:
+        with open(os.path.join(args.draw, "numbers.json")) as handle:
+            print(draw(args.draw, json.load(handle)))
+        sys.exit(0)
     import torch
     torch.set_num_threads(int(os.environ.get("BREWNET_BOOK_THREADS", "1")))
-    result = run(args.quick, args.data, args.out, args.settings, args.gpu)
+    result = run(args.quick, args.data, args.out, args.settings, args.gpu, not args.no_figures)
     print(result)
