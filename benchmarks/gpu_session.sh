@@ -2,9 +2,10 @@
 # There, on the lent GPU machine (see benchmarks/gpu_check.py): the one command of a session's device call,
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".gpu"], timeout_s=300)
 # after `bash benchmarks/gpu_prepare.sh` here.  Results land in $OUT (gpu_results.md / .json, the log).
-# BOOK="5.9" first runs the book's experiments that want a GPU (5.9: LeNet++ at caffe-face's own size and
-# schedule) into $OUT/book/<section>, figures drawn here afterwards (python -m examples.book.ch5_9 --draw DIR);
-# GPU_CHECK=0 skips the check.
+# TESTS="tests/..." first runs those tests in GPU mode ($OUT/tests.log).  BOOK="5.9 5.9:SETTING ..." runs the
+# book's experiments that want a GPU (5.9: LeNet++ at caffe-face's own size and schedule, or another of
+# examples/book/ch5_9.py's SETTINGS) into $OUT/book.tar.gz; figures are drawn here afterwards
+# (python -m examples.book.ch5_9 --draw DIR).  GPU_CHECK=0 skips the check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl \
@@ -12,12 +13,21 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export BREWNET_GOLDEN="$PWD/tests/golden" PYTHONUNBUFFERED=1 OUT="${OUT:-$PWD/gpu_out}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+[ -z "${TESTS:-}" ] || BREWNET_TEST_MODE=gpu timeout 120 python3 -m pytest -q -p no:cacheprovider $TESTS \
+    > "$OUT/tests.log" 2>&1; [ -z "${TESTS:-}" ] || tail -3 "$OUT/tests.log"
+# Book sections run side by side, each SECTION[:SETTING] into /tmp/book/<section>-<setting>; their numbers,
+# features and logs come back in one archive (a call returns at most 8 files).
+mkdir -p /tmp/book
 for section in ${BOOK:-}; do
-    case "$section" in
-        5.9) timeout "${BOOK_TIMEOUT:-240}" python3 -m examples.book.ch5_9 --settings caffe-face --gpu 0 \
-                 --no-figures --out /tmp/book/5.9 > "$OUT/book_5.9.log" 2>&1; echo "book 5.9: rc $?"; tail -1 "$OUT/book_5.9.log"
-             mkdir -p "$OUT/book/5.9" && cp /tmp/book/5.9/*.{json,npz,prototxt,caffemodel} "$OUT/book/5.9/";;
+    name="${section%%:*}"; setting="${section#*:}"; [ "$setting" != "$section" ] || setting=caffe-face
+    case "$name" in
+        5.9) (timeout "${BOOK_TIMEOUT:-240}" python3 -m examples.book.ch5_9 --settings "$setting" --gpu 0 \
+                  --no-figures --out "/tmp/book/5.9-$setting" > "/tmp/book/5.9-$setting.log" 2>&1
+              echo "book 5.9 $setting: rc $?"; tail -1 "/tmp/book/5.9-$setting.log") & ;;
         *) echo "book section $section: not a GPU experiment";;
     esac
 done
+wait
+[ -z "${BOOK:-}" ] || (cd /tmp/book && tar czf "$OUT/book.tar.gz" --exclude=data --exclude='*.solverstate*' \
+                                         --exclude='*_iter_*' --exclude='*.caffemodel' .)
 [ "${GPU_CHECK:-1}" = 0 ] || timeout 270 python3 -m benchmarks.gpu_check --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log"

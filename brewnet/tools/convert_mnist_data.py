@@ -7,6 +7,8 @@ every 1 000 records.  The IDX files may be gzip-compressed (.gz).
 """
 import sys
 
+import numpy as np
+
 from ..data import db as db_mod
 from ..data.datum import array_to_datum
 from ..data.mnist import read_idx_images, read_idx_labels
@@ -20,8 +22,12 @@ USAGE = ("This script converts the MNIST dataset to the lmdb/leveldb format used
 FLAGS = {"backend": ("lmdb", "The backend for storing the result")}
 
 
-def convert(image_file, label_file, db_path, backend="lmdb", commit_every=1000):
+def convert(image_file, label_file, db_path, backend="lmdb", commit_every=1000, pad=0):
+    """`pad` (Python callers only, not a flag of Caffe's tool) surrounds each digit with that many background
+    pixels: a bigger canvas for a TRAIN Data layer's random crop_size crops, shifts of up to +-pad pixels."""
     images, labels = read_idx_images(image_file), read_idx_labels(label_file)
+    if pad:
+        images = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
     if len(images) != len(labels):
         raise DataError(f"Expect: as many labels as images, Actual: {len(images)} images in {image_file}, "
                         f"{len(labels)} labels in {label_file}")

@@ -31,6 +31,15 @@ QUICK = dict(widths=(8, 8, 16), iters=60, steps=(40,), batch=32)
 # caffe-face's mnist_example unchanged (widths, 10 000 iterations of 128, its step values): a GPU's run.
 CAFFE_FACE = dict(widths=(32, 64, 128), iters=10000, steps=(5000, 8000, 10000), batch=128)
 SETTINGS = {"full": FULL, "quick": QUICK, "caffe-face": CAFFE_FACE}
+# Optional keys of a setting: center_weight (caffe-face's 0.01) and shift: the training digits padded by that
+# many pixels and cropped back to 28 x 28 at random by the Data layer (crop_size), Caffe's own augmentation.
+SETTINGS.update({
+    "caffe-face-shift2": dict(CAFFE_FACE, shift=2),
+    "caffe-face-w0.1": dict(CAFFE_FACE, center_weight=0.1),
+    "caffe-face-shift2-w0.1": dict(CAFFE_FACE, shift=2, center_weight=0.1),
+    "caffe-face-shift2-w0.1-20k": dict(CAFFE_FACE, shift=2, center_weight=0.1, iters=20000,
+                                       steps=(10000, 16000, 20000)),
+})
 
 
 def conv_pair(name, bottom, width, pool_kernel):
@@ -49,17 +58,18 @@ layer {{ name: "pool{name}" type: "Pooling" bottom: "conv{name}+" top: "pool{nam
     return "".join(layers)
 
 
-def data_layer(phase, source, batch):
+def data_layer(phase, source, batch, crop=0):
+    crop = f" crop_size: {crop}" if crop else ""
     return f"""
 layer {{ name: "mnist" type: "Data" top: "data" top: "label" include {{ phase: {phase} }}
-  transform_param {{ mean_value: 127.5 scale: 0.0078125 }}
+  transform_param {{ mean_value: 127.5 scale: 0.0078125{crop} }}
   data_param {{ source: "{source}" batch_size: {batch} backend: LMDB }} }}"""
 
 
-def lenet_pp(train_db, test_db, widths=(32, 64, 128), batch=64, center_loss=True, center_weight=0.01):
+def lenet_pp(train_db, test_db, widths=(32, 64, 128), batch=64, center_loss=True, center_weight=0.01, crop=0):
     """LeNet++ as a train/test prototxt; the same layers and settings as caffe-face's mnist_example, plus a
-    TEST-phase Accuracy layer."""
-    text = 'name: "LeNet++"' + data_layer("TRAIN", train_db, batch) + data_layer("TEST", test_db, 100)
+    TEST-phase Accuracy layer.  crop: random crops of the (padded) training digits."""
+    text = 'name: "LeNet++"' + data_layer("TRAIN", train_db, batch, crop) + data_layer("TEST", test_db, 100)
     text += conv_pair("1", "data", widths[0], 2) + conv_pair("2", "pool1", widths[1], 2)
     text += conv_pair("3", "pool2", widths[2], 3)
     text += """
@@ -104,18 +114,20 @@ def solver_text(net_path, iters, steps, prefix, test_iter=20, mode="CPU"):
             f'snapshot_prefix: "{prefix}"\nrandom_seed: 1\nsolver_mode: {mode}\n')
 
 
-def make_databases(data_dir, folder):
-    """mnist_train_lmdb / mnist_test_lmdb in `folder` from the IDX files of `data_dir` (kept when present)."""
+def make_databases(data_dir, folder, shift=0):
+    """mnist_train_lmdb / mnist_test_lmdb in `folder` from the IDX files of `data_dir` (kept when present);
+    with `shift`, the training digits padded by that many pixels (mnist_train_pad<shift>_lmdb)."""
     from brewnet.tools import convert_mnist_data
     sys.path.insert(0, os.path.join(ROOT, "examples", "mnist"))
     from create_mnist import idx_file
     os.makedirs(folder, exist_ok=True)
     paths = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        target = paths[split] = os.path.join(folder, f"mnist_{split}_lmdb")
+    for split, prefix, pad in (("train", "train", shift), ("test", "t10k", 0)):
+        target = paths[split] = os.path.join(folder, f"mnist_{split}_pad{pad}_lmdb" if pad else
+                                             f"mnist_{split}_lmdb")
         if not os.path.exists(target):
-            convert_mnist_data.main(["--backend=lmdb", idx_file(data_dir, f"{prefix}-images-idx3-ubyte"),
-                                     idx_file(data_dir, f"{prefix}-labels-idx1-ubyte"), target])
+            convert_mnist_data.convert(idx_file(data_dir, f"{prefix}-images-idx3-ubyte"),
+                                       idx_file(data_dir, f"{prefix}-labels-idx1-ubyte"), target, pad=pad)
     return paths["train"], paths["test"]
 
 
@@ -182,7 +194,8 @@ def train_variant(name, settings, train_db, test_db, out_dir, test_batches, gpu=
         set_device(gpu)
         set_mode_gpu()
     center = name == "center"
-    text = lenet_pp(train_db, test_db, settings["widths"], settings["batch"], center_loss=center)
+    text = lenet_pp(train_db, test_db, settings["widths"], settings["batch"], center_loss=center,
+                    center_weight=settings.get("center_weight", 0.01), crop=28 if settings.get("shift") else 0)
     solver, seconds = train(text, out_dir, name, settings, gpu)
     feats, labels, accuracy = test_features(solver.test_nets[0], test_batches)
     solver.net.save(os.path.join(out_dir, f"lenet_pp_{name}.caffemodel"))
@@ -213,7 +226,7 @@ def run(quick=False, data_dir=None, out_dir=None, settings=None, gpu=None, figur
     out_dir = out_dir or os.path.join(ROOT, "results", "book", "5.9")
     settings = SETTINGS[settings or ("quick" if quick else "full")]
     os.makedirs(out_dir, exist_ok=True)
-    train_db, test_db = make_databases(data_dir, os.path.join(out_dir, "data"))
+    train_db, test_db = make_databases(data_dir, os.path.join(out_dir, "data"), settings.get("shift", 0))
     test_batches = 2 if quick else 20
     numbers = {}
     context = multiprocessing.get_context("spawn")
