@@ -35,7 +35,8 @@ TINY = dict(widths=(4, 4, 8), iters=12, steps=(8,), batch=16)
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("book59")
     train_db, test_db = ch5_9.make_databases(ch5_9.DIGITS, out / "data")
-    numbers, figure = ch5_9.train_variant("center", TINY, train_db, test_db, str(out), 1)
+    numbers = ch5_9.train_variant("center", TINY, train_db, test_db, str(out), 1)
+    figure, = ch5_9.draw(str(out), numbers)
     return out, numbers, figure, test_db
 
 
@@ -61,6 +62,25 @@ def test_the_books_feature_dump_script_runs_against_the_trained_model(trained):
     kept = np.load(out / "ip1_center.npz")
     np.testing.assert_array_equal(rows[:100, 0], kept["labels"])
     np.testing.assert_allclose(rows[:100, 1:], kept["features"], rtol=1e-4, atol=1e-5)
+
+
+def test_shifted_settings_train_on_padded_digits_cropped_back(tmp_path):
+    import lmdb
+    from brewnet.proto import caffe_pb2
+    train_db, test_db = ch5_9.make_databases(ch5_9.DIGITS, tmp_path, shift=2)
+    assert train_db.endswith("mnist_train_pad2_lmdb")
+    shapes = []
+    for path in (train_db, test_db):
+        with lmdb.open(path, readonly=True, lock=False) as env, env.begin() as txn:
+            datum = caffe_pb2.Datum.FromString(txn.get(b"00000000"))
+            shapes.append((datum.channels, datum.height, datum.width))
+            if path == train_db:
+                image = np.frombuffer(datum.data, np.uint8).reshape(32, 32)
+                assert not image[:2].any() and not image[:, :2].any() and image[2:30, 2:30].any()
+    assert shapes == [(1, 32, 32), (1, 28, 28)]
+    text = ch5_9.lenet_pp(train_db, test_db, crop=28)
+    train_part, test_part = text.split('include { phase: TEST }', 1)
+    assert "crop_size: 28" in train_part and "crop_size" not in test_part.split("layer", 1)[0]
 
 
 def test_compactness_is_within_over_between_class_distances():
