@@ -10,8 +10,11 @@ Two histories per parameter: h (squared gradients) and u (squared updates), both
 
 The solverstate holds the h blobs first, then the u blobs (Caffe's order).
 """
+import torch
+
 from .registry import register_solver
 from .sgd import SGDSolver
+from .update_pipeline import _scale_all
 
 
 
@@ -19,12 +22,15 @@ from .sgd import SGDSolver
 class AdaDeltaSolver(SGDSolver):
     history_per_param = 2
 
-    def compute_update_value(self, param_id, rate):
-        g = self.net.learnable_params[param_id].diff
-        h = self.history[param_id].data
-        u = self.history[len(self.net.learnable_params) + param_id].data
+    def compute_update_value(self, grads, histories, local_rate):
+        h, u = histories
         momentum, delta = self.F(self.param.momentum), float(self.F(self.param.delta))
-        h.mul_(float(momentum)).add_(g * g, alpha=float(self.F(1) - momentum))
-        g.mul_(((u + delta) / (h + delta)).sqrt_())
-        u.mul_(float(momentum)).add_(g * g, alpha=float(self.F(1) - momentum))
-        g.mul_(self.local_rate(param_id, rate))
+        rest = float(self.F(1) - momentum)
+        _scale_all(h, float(momentum))
+        torch._foreach_add_(h, torch._foreach_mul(grads, grads), alpha=rest)
+        ratio = torch._foreach_div(torch._foreach_add(u, delta), torch._foreach_add(h, delta))
+        torch._foreach_sqrt_(ratio)
+        torch._foreach_mul_(grads, ratio)
+        _scale_all(u, float(momentum))
+        torch._foreach_add_(u, torch._foreach_mul(grads, grads), alpha=rest)
+        _scale_all(grads, local_rate)

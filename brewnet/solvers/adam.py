@@ -9,10 +9,14 @@ Two histories per parameter, m and v; beta1 = momentum, beta2 = momentum2, eps =
 
 The solverstate holds the m blobs first, then the v blobs (Caffe's order).
 """
+import functools
+
 import numpy as np
+import torch
 
 from .registry import register_solver
 from .sgd import SGDSolver
+from .update_pipeline import _scale_all
 
 
 
@@ -20,14 +24,21 @@ from .sgd import SGDSolver
 class AdamSolver(SGDSolver):
     history_per_param = 2
 
-    def compute_update_value(self, param_id, rate):
-        g = self.net.learnable_params[param_id].diff
-        m = self.history[param_id].data
-        v = self.history[len(self.net.learnable_params) + param_id].data
+    def compute_update_value(self, grads, histories, local_rate):
+        m, v = histories
         beta1, beta2 = self.F(self.param.momentum), self.F(self.param.momentum2)
-        t = self.iter + 1
-        correction = np.sqrt(self.F(1) - np.power(beta2, self.F(t))) / (self.F(1) - np.power(beta1, self.F(t)))
-        m.mul_(float(beta1)).add_(g, alpha=float(self.F(1) - beta1))
-        v.mul_(float(beta2)).add_(g * g, alpha=float(self.F(1) - beta2))
-        update = m / v.sqrt().add_(float(self.F(self.param.delta)))
-        g.copy_(update.mul_(float(self.F(self.local_rate(param_id, rate)) * self.F(correction))))
+        _scale_all(m, float(beta1))
+        torch._foreach_add_(m, grads, alpha=float(self.F(1) - beta1))
+        _scale_all(v, float(beta2))
+        torch._foreach_add_(v, torch._foreach_mul(grads, grads), alpha=float(self.F(1) - beta2))
+        denominator = torch._foreach_sqrt(v)
+        torch._foreach_add_(denominator, float(self.F(self.param.delta)))
+        update = torch._foreach_div(m, denominator)
+        _scale_all(update, float(self.F(local_rate) * _correction(self.F, beta1, beta2, self.iter + 1)))
+        torch._foreach_copy_(grads, update)
+
+
+@functools.lru_cache(maxsize=8)
+def _correction(F, beta1, beta2, t):
+    """sqrt(1 - beta2^t) / (1 - beta1^t) in F (cached: a step asks again for each group and slice)."""
+    return np.sqrt(F(1) - np.power(beta2, F(t))) / (F(1) - np.power(beta1, F(t)))

@@ -4,9 +4,12 @@
     g = lr * g / (sqrt(h) + delta)
     w -= g
 """
+import torch
+
 from ..errors import SolverError
 from .registry import register_solver
 from .sgd import SGDSolver
+from .update_pipeline import _scale_all
 
 
 
@@ -21,10 +24,13 @@ class RMSPropSolver(SGDSolver):
             raise SolverError(f"{self.source}: rms_decay should lie between 0 and 1 "
                               f"(Expect: 0 <= rms_decay < 1, Actual: {self.param.rms_decay:g})")
 
-    def compute_update_value(self, param_id, rate):
-        g = self.net.learnable_params[param_id].diff
-        h = self.history[param_id].data
+    def compute_update_value(self, grads, histories, local_rate):
+        (h,) = histories
         decay = self.F(self.param.rms_decay)
-        h.mul_(float(decay)).add_(g * g, alpha=float(self.F(1) - decay))
-        update = g / h.sqrt().add_(self.param.delta)
-        g.copy_(update.mul_(self.local_rate(param_id, rate)))
+        _scale_all(h, float(decay))
+        torch._foreach_add_(h, torch._foreach_mul(grads, grads), alpha=float(self.F(1) - decay))
+        denominator = torch._foreach_sqrt(h)
+        torch._foreach_add_(denominator, self.param.delta)
+        update = torch._foreach_div(grads, denominator)
+        _scale_all(update, local_rate)
+        torch._foreach_copy_(grads, update)

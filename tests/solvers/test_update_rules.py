@@ -8,7 +8,7 @@ from brewnet.core import common
 from brewnet.errors import SolverError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
-from brewnet.solvers import get_solver
+from brewnet.solvers import get_solver, update_pipeline
 
 from ._nets import BASE_TEXT, X, Y, linear_grads, linear_solver, params_of
 
@@ -208,25 +208,152 @@ def test_legacy_solver_type_enum_picks_the_class():
     assert type(linear_solver(BASE_TEXT + 'base_lr: 0.1 type: "RMSProp"')).__name__ == "RMSPropSolver"
 
 
-@pytest.mark.parametrize("text", [
-    'momentum: 0.9 weight_decay: 0.2 iter_size: 2',
-    'momentum: 0.5 weight_decay: 0.1 regularization_type: "L1"',
-    'type: "Adam" momentum: 0.9 momentum2: 0.99 weight_decay: 0.1',
-    'type: "Nesterov" momentum: 0.9 weight_decay: 0.1',
-])
-def test_batched_update_equals_the_per_parameter_loop(float64, text):
-    """The torch._foreach_* path (accelerators) computes exactly what Caffe's per-parameter loop (the CPU
-    default) does, with per-parameter lr_mult / decay_mult.  Plain SGD on the CPU splits the parameters by
-    size: here slices of 3 values, so the 6 weights go slice by slice and the 2 biases batched."""
-    params = "param { lr_mult: 2 decay_mult: 0.5 } param { lr_mult: 0.5 decay_mult: 0 }"
-    results = []
-    for batched in (False, True):
-        common.set_random_seed(7)          # the same initial weights for both
-        solver = linear_solver(BASE_TEXT + "base_lr: 0.1 " + text, params=params)
-        solver.batched_update = batched
-        solver.CHUNK = 3
-        solver.step(4)
-        results.append(params_of(solver.net) + [h.data.clone() for h in solver.history])
-    assert linear_solver(BASE_TEXT + "base_lr: 0.1").batched_update is False      # the CPU default: looped
-    for looped, batched in zip(*results):
-        np.testing.assert_array_equal(np.asarray(batched), np.asarray(looped))
+# Each rule is written once over lists of tensors; update_pipeline cuts the parameters into Parts three ways.
+# The linear net's weights (6 values) go in slices of CHUNK = 3, its biases (2 values) batched.
+WAYS = {
+    "per_parameter": dict(batched_update=False),
+    "batched": dict(batched_update=True),
+    "chunked": dict(batched_update=None, CHUNK=3),
+}
+GROUPS = "param { lr_mult: 2 decay_mult: 0.5 } param { lr_mult: 0.5 decay_mult: 0 }"
+# Every rule with lr_mult / decay_mult groups and iter_size 2 or L1, and plain (one group of all parameters).
+WAY_CASES = [(kind, extra, params) for kind in sorted(CASES) for extra, params in (
+    ({"SGD": "weight_decay: 0.2 iter_size: 2", "Nesterov": 'weight_decay: 0.1 regularization_type: "L1"',
+      "AdaGrad": "weight_decay: 0.1 iter_size: 2", "RMSProp": 'weight_decay: 0.1 regularization_type: "L1"',
+      "AdaDelta": "weight_decay: 0.1 iter_size: 2",
+      "Adam": 'weight_decay: 0.1 regularization_type: "L1" iter_size: 2'}[kind], GROUPS),
+    ("", ""))]
+
+
+def solver_text(kind, extra):
+    return (BASE_TEXT + f'type: "{kind}" base_lr: 0.1 ' + extra + " "
+            + " ".join(f"{k}: {v!r}" for k, v in CASES[kind].items()))
+
+
+def trained(kind, extra, params, way, steps=4):
+    """Parameters and history blobs after `steps` steps from the same initial weights, iterated `way`."""
+    common.set_random_seed(7)
+    solver = linear_solver(solver_text(kind, extra), params=params)
+    for name, value in WAYS[way].items():
+        setattr(solver, name, value)
+    solver.step(steps)
+    return params_of(solver.net) + [h.data.clone().numpy() for h in solver.history]
+
+
+@pytest.mark.parametrize("kind, extra, params", WAY_CASES)
+def test_batched_update_equals_the_per_parameter_loop(float64, kind, extra, params):
+    """The three ways of iterating (Caffe's loop, all batched as on an accelerator, slices of CHUNK values as
+    large parameters on the CPU) compute exactly the same numbers."""
+    looped = trained(kind, extra, params, "per_parameter")
+    for way in ("batched", "chunked"):
+        for got, expected in zip(trained(kind, extra, params, way), looped, strict=True):
+            np.testing.assert_array_equal(got, expected, err_msg=f"{kind} {extra!r}, {way}")
+
+
+def test_the_cpu_default_batches_small_parameters_and_slices_large_ones():
+    solver = linear_solver(BASE_TEXT + "base_lr: 0.1")
+    assert solver.batched_update is None and not update_pipeline._on_accelerator(solver.net.device)
+    solver.CHUNK = 3
+    parts = list(update_pipeline.parts(solver))
+    assert [(part.ids, [tuple(w.shape) for w in part.weights]) for part in parts] == [
+        ((1,), [(2,)]), ((0,), [(3,)]), ((0,), [(3,)])]        # the bias batched, the 2x3 weights in 2 slices
+    solver.batched_update = False
+    assert [part.ids for part in update_pipeline.parts(solver)] == [(0,), (1,)]
+    solver.batched_update = True
+    assert [part.ids for part in update_pipeline.parts(solver)] == [(0, 1)]
+
+
+# --- the numbers before the rules were written over lists: Caffe's per-parameter loop as single-tensor ops ---------
+def _sgd(F, p, g, hs, lr, it):
+    (h,) = hs
+    h.mul_(float(F(p.momentum))).add_(g, alpha=lr)
+    g.copy_(h)
+
+
+def _nesterov(F, p, g, hs, lr, it):
+    (h,) = hs
+    momentum = F(p.momentum)
+    previous = h.clone()
+    h.mul_(float(momentum)).add_(g, alpha=lr)
+    g.copy_(previous.mul_(float(-momentum)).add_(h, alpha=float(F(1) + momentum)))
+
+
+def _adagrad(F, p, g, hs, lr, it):
+    (h,) = hs
+    h.add_(g * g)
+    g.copy_((g / h.sqrt().add_(p.delta)).mul_(lr))
+
+
+def _rmsprop(F, p, g, hs, lr, it):
+    (h,) = hs
+    decay = F(p.rms_decay)
+    h.mul_(float(decay)).add_(g * g, alpha=float(F(1) - decay))
+    g.copy_((g / h.sqrt().add_(p.delta)).mul_(lr))
+
+
+def _adadelta(F, p, g, hs, lr, it):
+    h, u = hs
+    momentum, delta = F(p.momentum), float(F(p.delta))
+    h.mul_(float(momentum)).add_(g * g, alpha=float(F(1) - momentum))
+    g.mul_(((u + delta) / (h + delta)).sqrt_())
+    u.mul_(float(momentum)).add_(g * g, alpha=float(F(1) - momentum))
+    g.mul_(lr)
+
+
+def _adam(F, p, g, hs, lr, it):
+    m, v = hs
+    beta1, beta2, t = F(p.momentum), F(p.momentum2), it + 1
+    correction = np.sqrt(F(1) - np.power(beta2, F(t))) / (F(1) - np.power(beta1, F(t)))
+    m.mul_(float(beta1)).add_(g, alpha=float(F(1) - beta1))
+    v.mul_(float(beta2)).add_(g * g, alpha=float(F(1) - beta2))
+    update = m / v.sqrt().add_(float(F(p.delta)))
+    g.copy_(update.mul_(float(F(lr) * F(correction))))
+
+
+PER_PARAMETER_RULES = dict(SGD=_sgd, Nesterov=_nesterov, AdaGrad=_adagrad, RMSProp=_rmsprop, AdaDelta=_adadelta,
+                           Adam=_adam)
+
+
+def trained_by_the_loop(kind, extra, params, steps=4):
+    """`steps` steps of the solver's nets and learning rate, updated by Caffe's loop written as single-tensor
+    torch ops (normalize, regularize, the rule, w -= g; each scalar rounded in the blobs' precision F)."""
+    common.set_random_seed(7)
+    solver = linear_solver(solver_text(kind, extra), params=params)
+    F, p, net = solver.F, solver.param, solver.net
+    n = len(net.learnable_params)
+    for it in range(steps):
+        net.clear_param_diffs()
+        for _ in range(p.iter_size):
+            solver.forward_backward()
+        rate = solver.get_learning_rate()
+        for i, param in enumerate(net.learnable_params):
+            w, g = param.data, param.diff
+            if p.iter_size != 1:
+                g.mul_(float(F(1) / F(p.iter_size)))
+            decay = float(F(p.weight_decay) * F(net.params_weight_decay[i]))
+            if decay:
+                g.add_(w if p.regularization_type == "L2" else torch.sign(w), alpha=decay)
+            lr = float(F(rate) * F(net.params_lr[i]))
+            PER_PARAMETER_RULES[kind](F, p, g, [solver.history[k * n + i].data for k in range(solver.history_per_param)],
+                                      lr, it)
+            w.sub_(g)
+    return params_of(net) + [h.data.clone().numpy() for h in solver.history]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("way", sorted(WAYS))
+@pytest.mark.parametrize("kind, extra, params", WAY_CASES[::2])
+def test_every_way_gives_the_numbers_of_the_per_parameter_formulas(kind, extra, params, way, dtype):
+    common.set_default_dtype(dtype)
+    try:
+        expected = trained_by_the_loop(kind, extra, params)
+        got = trained(kind, extra, params, way)
+    finally:
+        common.set_default_dtype(torch.float32)
+    assert got[0].dtype == dtype_name(dtype)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=f"{kind} {extra!r}, {way}")
+
+
+def dtype_name(dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
