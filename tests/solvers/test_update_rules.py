@@ -216,13 +216,21 @@ WAYS = {
     "chunked": dict(batched_update=None, CHUNK=3),
 }
 GROUPS = "param { lr_mult: 2 decay_mult: 0.5 } param { lr_mult: 0.5 decay_mult: 0 }"
-# Every rule with lr_mult / decay_mult groups and iter_size 2 or L1, and plain (one group of all parameters).
-WAY_CASES = [(kind, extra, params) for kind in sorted(CASES) for extra, params in (
-    ({"SGD": "weight_decay: 0.2 iter_size: 2", "Nesterov": 'weight_decay: 0.1 regularization_type: "L1"',
-      "AdaGrad": "weight_decay: 0.1 iter_size: 2", "RMSProp": 'weight_decay: 0.1 regularization_type: "L1"',
-      "AdaDelta": "weight_decay: 0.1 iter_size: 2",
-      "Adam": 'weight_decay: 0.1 regularization_type: "L1" iter_size: 2'}[kind], GROUPS),
-    ("", ""))]
+# Per rule: weight decay with iter_size 2 or L1 under lr_mult / decay_mult groups; and the plain rule (one
+# group of all parameters).
+GROUPED_CASES = [(kind, extra, GROUPS) for kind, extra in sorted({
+    "SGD": "weight_decay: 0.2 iter_size: 2", "Nesterov": 'weight_decay: 0.1 regularization_type: "L1"',
+    "AdaGrad": "weight_decay: 0.1 iter_size: 2", "RMSProp": 'weight_decay: 0.1 regularization_type: "L1"',
+    "AdaDelta": "weight_decay: 0.1 iter_size: 2",
+    "Adam": 'weight_decay: 0.1 regularization_type: "L1" iter_size: 2',
+}.items())]
+WAY_CASES = GROUPED_CASES + [(kind, "", "") for kind in sorted(CASES)]
+
+
+def case_id(case):
+    kind, extra, params = case
+    return "-".join([kind] + [name for name, here in (("L1", "L1" in extra), ("iter_size2", "iter_size" in extra),
+                                                     ("groups", params)) if here])
 
 
 def solver_text(kind, extra):
@@ -240,7 +248,7 @@ def trained(kind, extra, params, way, steps=4):
     return params_of(solver.net) + [h.data.clone().numpy() for h in solver.history]
 
 
-@pytest.mark.parametrize("kind, extra, params", WAY_CASES)
+@pytest.mark.parametrize("kind, extra, params", WAY_CASES, ids=[case_id(c) for c in WAY_CASES])
 def test_batched_update_equals_the_per_parameter_loop(float64, kind, extra, params):
     """The three ways of iterating (Caffe's loop, all batched as on an accelerator, slices of CHUNK values as
     large parameters on the CPU) compute exactly the same numbers."""
@@ -263,7 +271,7 @@ def test_the_cpu_default_batches_small_parameters_and_slices_large_ones():
     assert [part.ids for part in update_pipeline.parts(solver)] == [(0, 1)]
 
 
-# --- the numbers before the rules were written over lists: Caffe's per-parameter loop as single-tensor ops ---------
+# --- the numbers of the rules before they were written over lists: Caffe's loop as single-tensor ops -----------
 def _sgd(F, p, g, hs, lr, it):
     (h,) = hs
     h.mul_(float(F(p.momentum))).add_(g, alpha=lr)
@@ -334,15 +342,15 @@ def trained_by_the_loop(kind, extra, params, steps=4):
             if decay:
                 g.add_(w if p.regularization_type == "L2" else torch.sign(w), alpha=decay)
             lr = float(F(rate) * F(net.params_lr[i]))
-            PER_PARAMETER_RULES[kind](F, p, g, [solver.history[k * n + i].data for k in range(solver.history_per_param)],
-                                      lr, it)
+            histories = [solver.history[k * n + i].data for k in range(solver.history_per_param)]
+            PER_PARAMETER_RULES[kind](F, p, g, histories, lr, it)
             w.sub_(g)
     return params_of(net) + [h.data.clone().numpy() for h in solver.history]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("way", sorted(WAYS))
-@pytest.mark.parametrize("kind, extra, params", WAY_CASES[::2])
+@pytest.mark.parametrize("kind, extra, params", GROUPED_CASES, ids=[case_id(c) for c in GROUPED_CASES])
 def test_every_way_gives_the_numbers_of_the_per_parameter_formulas(kind, extra, params, way, dtype):
     common.set_default_dtype(dtype)
     try:
@@ -350,10 +358,6 @@ def test_every_way_gives_the_numbers_of_the_per_parameter_formulas(kind, extra, 
         got = trained(kind, extra, params, way)
     finally:
         common.set_default_dtype(torch.float32)
-    assert got[0].dtype == dtype_name(dtype)
+    assert got[0].dtype == torch.empty(0, dtype=dtype).numpy().dtype
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=f"{kind} {extra!r}, {way}")
-
-
-def dtype_name(dtype):
-    return np.float32 if dtype == torch.float32 else np.float64
