@@ -72,9 +72,9 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   Its CUDA figures are in the CUDA section at the end (benchmarks/gpu_check.py on a lent GPU).
 - The solver's update on the CPU runs Caffe's per-parameter steps (320 parameter blobs in ResNet-50, the 159
   BatchNorm statistics with lr_mult 0 included, as Caffe updates them too) in slices of 2^18 values
-  (`SGDSolver.update_in_chunks`): all five steps (normalize, regularize, momentum, copy into the diff,
-  w -= diff) pass over a slice while it is in the cache, the same element-wise arithmetic, so the same
-  numbers.  ResNet-50's 23.5 M values: 32 ms looped, 23 ms in slices.  The `torch._foreach_*` form (the
+  (`solvers/update_pipeline.py`, for every rule): all the steps (SGD's normalize, regularize, momentum,
+  copy into the diff, w -= diff) pass over a slice while it is in the cache, the same element-wise
+  arithmetic, so the same numbers.  ResNet-50's 23.5 M values: 32 ms looped, 23 ms in slices.  The `torch._foreach_*` form (the
   default on accelerators, where it saves a kernel launch per parameter) measured slower on the CPU.
 - `resnet50_overhead` (the same 245 layers on 2 images of 32x32) and `resnet50_thin` (also 16x fewer
   channels: every kernel tiny) measure the frameworks' own per-layer work: the regime of a fast GPU at a
