@@ -14,7 +14,7 @@ the results are rewritten to --out after every section (a run cut off by its tim
 3. CPU vs device: LeNet and ResNet-50 with the same initial weights and inputs, a few SGD iterations on the
    CPU and on the device: per blob, the device may differ from the CPU (normwise) 10x as much as the CPU
    differs from itself at another thread count (check_against_cpu says why elementwise tolerances fail);
-4. the compiled path (`-compile`, core/capture.py): the same iterations replayed from a CUDA graph must give
+4. the compiled path (`-compile`, runtime/capture.py): the same iterations replayed from a CUDA graph must give
    the eager device path's parameters (cuDNN deterministic for both: identical);
 5. speed: train iteration and forward of brewnet against a PyTorch eager program of the same model on the
    device (same process, same float32 / TF32 flags), fp32, fp32 with -compile, and bf16 (brewnet
@@ -40,7 +40,7 @@ import time
 import torch
 
 from brewnet.core import common
-from brewnet.core.precision import Precision
+from brewnet.runtime.precision import Precision
 
 from . import gpu_golden
 from .models import GOLDEN, MODELS, build, torch_forward, torch_train_step
@@ -142,7 +142,7 @@ def batch_of(name, batch):
 
 def time_on_device(name, device, precision, rounds, batch=None):
     """`precision`: fp32 / bf16, with "+compile" for the compiled path and "+readfirst" for the solver reading
-    the loss before it issues the update (Caffe's order; solvers/late_read.py: what reading late saves)."""
+    the loss before it issues the update (Caffe's order; runtime/late_read.py: what reading late saves)."""
     compile_, read_first = "+compile" in precision, "+readfirst" in precision
     precision = precision.replace("+compile", "").replace("+readfirst", "")
     _use(device)
@@ -255,19 +255,19 @@ def demo_on_device(device, iterations):
 
 # Tests that hold on a GPU as on the CPU (net against net, errors): the fused BatchNorm + Scale (cuDNN's
 # kernels on a GPU) against the two layers (torch's native ones), the deferred label checks, the late read.
-DEVICE_TESTS = ["tests/core/test_fusion.py::test_fused_forward_backward_equals_the_two_layers",
-                "tests/core/test_fusion.py::test_batchnorm_on_the_data_before_a_learned_scale",
-                "tests/core/test_fusion.py::test_fused_step_on_a_2d_blob_with_legacy_4d_statistics"] + [
-    # Labels checked on the device, read where the pass reads its loss (core/device_checks.py).
-    "tests/core/test_device_checks.py::" + name for name in (
+DEVICE_TESTS = ["tests/runtime/test_fusion.py::test_fused_forward_backward_equals_the_two_layers",
+                "tests/runtime/test_fusion.py::test_batchnorm_on_the_data_before_a_learned_scale",
+                "tests/runtime/test_fusion.py::test_fused_step_on_a_2d_blob_with_legacy_4d_statistics"] + [
+    # Labels checked on the device, read where the pass reads its loss (runtime/device_checks.py).
+    "tests/runtime/test_device_checks.py::" + name for name in (
         "test_deferred_form_gives_the_same_numbers", "test_forward_raises_the_loss_layers_error_at_its_end",
         "test_forward_loss_leaves_the_check_to_the_caller",
         "test_ignore_label_is_not_an_error_and_accuracy_checks_too",
         "test_the_solver_step_raises_before_the_update", "test_a_layer_run_on_its_own_checks_at_once")] + [
-    # The loss read after the update is issued, the default on a GPU (solvers/late_read.py).
-    "tests/solvers/test_late_read.py",
+    # The loss read after the update is issued, the default on a GPU (runtime/late_read.py).
+    "tests/runtime/test_late_read.py",
     # BatchNorm statistics packed into one tensor; on a GPU the fused step's cuDNN kernel writes into it.
-    "tests/core/test_running_sums.py"]
+    "tests/runtime/test_running_sums.py"]
 
 
 def tests_on_device(device):

@@ -4,7 +4,7 @@ Every case of tests/golden/layers runs twice on the device:
 
   eager     tests/layers/golden_case.run_golden_case in GPU mode: the layer's forward and backward on CUDA
             tensors against BVLC Caffe's numbers, at the test suite's tolerances (rtol 1e-4, atol 1e-5);
-  recorded  what `-compile` does to a net, for this one layer (core/capture.py): bottoms and top diffs copied
+  recorded  what `-compile` does to a net, for this one layer (runtime/capture.py): bottoms and top diffs copied
             in, forward, backward, recorded once into a CUDA graph after an eager warm-up (the layer's blobs
             restored afterwards, as CapturedStep does), then replayed; the replay's tops, running statistics
             and diffs against Caffe's.
@@ -18,7 +18,7 @@ import pathlib
 import torch
 
 from brewnet.core import common
-from brewnet.core.capture import NOT_RECORDABLE
+from brewnet.runtime.capture import NOT_RECORDABLE
 from tests.layers.golden_case import (build_golden_layer, compare_golden, golden_cases, run_golden_case,
                                       set_golden_top_diffs, setup_golden_layer)
 

@@ -41,10 +41,10 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   With both fixes LeNet's train ratio is 1.02-1.04 over repeated runs (it read 0.85 before them: PyTorch
   was the one paying), forward 1.03-1.04.
 - BatchNorm + Scale in place (ResNet-50, DenseNet): the Net runs the pair as one fused step
-  (`brewnet/core/fusion.py`, as Intel's Caffe fork did): one affine batch-norm kernel forward and one
+  (`brewnet/runtime/fusion.py`, as Intel's Caffe fork did): one affine batch-norm kernel forward and one
   backward, where the two layers took four passes each way (normalize, copy into the top, Scale's copy of its
   input, scale).  The blob in between is never observable, and the numbers agree with the two layers to
-  float rounding (tests/core/test_fusion.py).  ResNet-50 train ratio 1.22 -> 0.95 (2 threads, same session).
+  float rounding (tests/runtime/test_fusion.py).  ResNet-50 train ratio 1.22 -> 0.95 (2 threads, same session).
 - ReLU reads its top in backward (`threshold_backward`, in place) when the Net says nothing rewrites the top
   before backward (`Layer.top_data_kept`), instead of keeping a boolean mask: no mask pass in forward and a
   4x cheaper backward.  A net where a later in-place layer rewrites the top keeps the mask.  BatchNorm alone
@@ -67,7 +67,7 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   Both sides above run NCHW, Caffe's layout, which pycaffe's NumPy views, Flatten/Reshape views and
   InnerProduct rely on; an internal channels-last layout converted lazily at those boundaries is the next
   CPU speed step.
-- The compiled path (`caffe train -compile`, core/capture.py) records forward + backward into a CUDA graph;
+- The compiled path (`caffe train -compile`, runtime/capture.py) records forward + backward into a CUDA graph;
   on the CPU it runs the eager path, since torch.compile of LeNet took 25 s to compile with no gain here.
   Its CUDA figures are in the CUDA section at the end (benchmarks/gpu_check.py on a lent GPU).
 - The solver's update on the CPU runs Caffe's per-parameter steps (320 parameter blobs in ResNet-50, the 159
@@ -82,7 +82,7 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   Forward and Backward in Python (reshape checks, blob bookkeeping, Caffe's BatchNorm running sums as
   separate ops) where torch.nn's module call is thin and PyTorch's autograd engine is C++.  What was done:
   BatchNorm's running sums (and on an accelerator the parameter gradients) are gathered into a few
-  multi-tensor ops per pass (core/deferred.py); a cleared parameter diff takes its first gradient as is instead of being zeroed and
+  multi-tensor ops per pass (runtime/deferred.py); a cleared parameter diff takes its first gradient as is instead of being zeroed and
   added to (Net.clear_param_diffs, as PyTorch's set_to_none): a training step issues 407 kernels on a GPU
   (PyTorch: 420; 618 before); layers whose bottoms keep their shapes skip their reshape checks; a tensor view
   costs about a microsecond, so Convolution takes (N, C, H, W) blobs as they are and the fused BatchNorm +
@@ -91,7 +91,7 @@ NOTES = """## What the figures rest on, and where brewnet is still slower
   statistics) batched.  Thin ResNet-50 train ratio 2.16 -> 1.33 (forward 1.92 -> 1.48), `resnet50_overhead`
   1.15 -> 1.08.  Then (session 7) two costs hidden inside single C++ calls: the BatchNorm running sums, 159
   small tensors in two multi-tensor ops a pass, which on the CPU loop over them (0.6 ms, as much as the 53
-  batch-norm kernels), now live in one tensor per net updated in two ops (core/running_sums.py); and
+  batch-norm kernels), now live in one tensor per net updated in two ops (runtime/running_sums.py); and
   `torch._foreach_mul_` by a Python float, which on the CPU wraps the scalar into a new tensor per element
   (the SGD momentum step: 4x cheaper by a 0-d tensor, `blob.scale_all`).  Thin ResNet-50 1.33 -> 1.16
   (forward 1.48 -> 1.22), bit-identical numbers.  What remains is Python per layer (about 4 us a layer and
@@ -173,7 +173,7 @@ What the CUDA figures rest on (session 5, the first with a GPU; benchmarks/NOTES
   at batch 8 1.16-1.26x (the target is 1.3x); the update (eager, after the same wait) is what stops it at 16.5 ms against 13 ms of
   device work.
 - Since session 6 (no GPU, so not in the table above yet): on a GPU the solver reads the loss after issuing the
-  update (solvers/late_read.py), which is what the two bullets above point at; gpu_check now times ResNet-50
+  update (runtime/late_read.py), which is what the two bullets above point at; gpu_check now times ResNet-50
   both ways (the "read-first" rows are the old order).
 - Since session 7 (no GPU either): less host work per step on any device (the packed BatchNorm statistics:
   two ops a pass instead of 159-tensor lists built layer by layer; `clear_param_diffs` and SGD keep their

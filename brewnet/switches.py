@@ -11,7 +11,7 @@ the variable for the object it is set on.
 |                       |         | weights; fp16 with dynamic loss scaling)            | (precision=), `caffe train -precision`|
 | BREWNET_COMPILE       | 0       | 1: record forward + backward into a CUDA graph and  | solver.compile = True,               |
 |                       |         | replay it (the CPU runs eagerly)                    | `caffe train -compile`               |
-| BREWNET_FUSE          | 1       | 0: run an in-place BatchNorm + Scale pair as two    | net.fuse_layers = False              |
+| BREWNET_FUSE          | 1       | 0: run an in-place BatchNorm + Scale pair as two    | net.runtime.fuse_layers = False      |
 |                       |         | layers instead of one fused step                    |                                      |
 | BREWNET_READ_FIRST    | 0       | 1: on an accelerator read the loss before issuing   | solver.read_after_update = False     |
 |                       |         | the update, as Caffe (no undo copies)               |                                      |
@@ -22,9 +22,10 @@ the variable for the object it is set on.
 | BREWNET_DIST_TIMEOUT  | 1800    | seconds a data-parallel collective waits for a live | launch(..., timeout=),               |
 |                       |         | but silent rank (must exceed the longest test pass) | caffe.NCCL(solver, uid, timeout=)    |
 
-In-code flags without a variable: Net.pack_running_sums (BatchNorm statistics packed in one tensor per net),
-core.deferred.GATHER_CPU_GRADIENTS, SGDSolver.batched_update and SGDSolver.CHUNK (how the update iterates over
-the parameters), solver.compile.  Variables of the test suite and examples, not of the library: BREWNET_GOLDEN
+In-code flags without a variable: NetRuntime.pack_running_sums (BatchNorm statistics packed in one tensor per net),
+NetRuntime.lazy_clear and LAZY_CLEAR_CPU_LIMIT (diffs dropped rather than zeroed), runtime.deferred.GATHER_CPU_GRADIENTS,
+runtime.device_checks.DEFER_ON_CPU, SGDSolver.batched_update and SGDSolver.CHUNK (how the update iterates over the
+parameters), solver.compile.  Variables of the test suite and examples, not of the library: BREWNET_GOLDEN
 and BREWNET_SCHEMA (tests/conftest.py), BREWNET_TEST_MODE=gpu (every test in GPU mode), BREWNET_BOOK_THREADS
 (examples/book).
 """

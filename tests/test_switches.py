@@ -4,8 +4,9 @@ import re
 
 import pytest
 
+from brewnet.runtime.net_runtime import NetRuntime
 from brewnet import switches
-from brewnet.core import precision
+from brewnet.runtime import precision
 from brewnet.core.net import Net
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
@@ -48,6 +49,6 @@ def test_a_net_reads_brewnet_fuse_when_it_is_built(monkeypatch, env, expected):
     else:
         monkeypatch.setenv("BREWNET_FUSE", env)
     net = Net(parse_text(NET, caffe_pb2.NetParameter()), caffe_pb2.TEST)
-    assert net.fuse_layers is expected
-    monkeypatch.setattr(Net, "fuse_layers", False)        # the in-code flag wins over the variable
-    assert Net(parse_text(NET, caffe_pb2.NetParameter()), caffe_pb2.TEST).fuse_layers is False
+    assert net.runtime.fuse_layers is expected
+    monkeypatch.setattr(NetRuntime, "fuse_layers", False)        # the in-code flag wins over the variable
+    assert Net(parse_text(NET, caffe_pb2.NetParameter()), caffe_pb2.TEST).runtime.fuse_layers is False

@@ -109,7 +109,7 @@ def multiprocess():
 
 @contextlib.contextmanager
 def graph_capture():
-    """While a Net's step is recorded into a CUDA graph (core/capture.py): layers skip their host-side checks
+    """While a Net's step is recorded into a CUDA graph (runtime/capture.py): layers skip their host-side checks
     (each would make the host wait for the device, which a capture forbids; the eager warm-up ran them)."""
     previous, _state["capturing"] = _state["capturing"], True
     try:

@@ -1,60 +1,30 @@
 """Net: a DAG of layers assembled from a NetParameter (book 5.5): forward, backward, update.
 
 Assembly (Caffe's Net::Init) is net_assembly.py; the trained weights' I/O net_weights.py; debug_info's
-per-layer log debug_info.py.  This module runs the net: forward and backward over a range of layers (with
-the fused groups and gathered updates of the run plan), reshape, clearing parameter diffs, update, lookups.
+per-layer log debug_info.py.  This module runs the net: forward and backward over a range of layers, reshape,
+clearing parameter diffs, update, lookups.  What brewnet adds for speed reaches it through four hooks of
+`self.runtime` (runtime/net_runtime.py): the scope of a pass, fused layers, the checks of device values,
+clearing the diffs.
 """
-import contextlib
-import functools
 import os
 
 import torch
 
-from .. import switches
 from ..errors import BrewnetError, NetError
 from ..log import get_logger
 from ..proto import caffe_pb2
 from ..proto.io import read_net_param
-from . import common, deferred, device_checks
+from ..runtime.net_runtime import no_grad
+from . import common
 from .debug_info import NetDebugInfo
 from .net_assembly import NetAssembly
 from .net_weights import NetWeights
 
 log = get_logger("net")
 
-_NOTHING = contextlib.nullcontext()
-
-
-class _GradOff:
-    """torch.no_grad() for a scope entered with autograd on: the same switch, without building torch's
-    context object (decorator machinery that costs as much as a small layer's kernel).  Stateless, so one
-    instance serves every thread (grad mode is per thread)."""
-    __slots__ = ()
-
-    def __enter__(self):
-        torch._C._set_grad_enabled(False)
-
-    def __exit__(self, *exc_info):
-        torch._C._set_grad_enabled(True)
-        return False
-
-
-_GRAD_OFF = _GradOff()
-
-
-def no_grad():
-    """A scope with autograd off: Layer math runs without it.  Nothing to do when it is off already (a
-    solver's step turns it off once around forward and backward)."""
-    return _GRAD_OFF if torch.is_grad_enabled() else _NOTHING
-
-
 class Net(NetAssembly, NetWeights, NetDebugInfo):
-    # Run fusable layer groups (fusion.py) as one step in forward/backward.  Assign False on a net, or set
-    # BREWNET_FUSE=0 in the environment (switches.py; read when a net is built), to run every layer on its own.
-    fuse_layers = None
-    # Keep the TRAIN-mode BatchNorm statistics in one tensor per net, updated in two ops a pass
-    # (running_sums.py).  Read when the net is built.
-    pack_running_sums = True
+    """Its speed machinery is `self.runtime` (runtime/net_runtime.py: the scope of a pass, fused layers, the
+    checks of device values, clearing the diffs), made at the end of its assembly."""
 
     def __init__(self, param, phase=None, level=0, stages=(), weights=None, dtype=None, device=None):
         if isinstance(param, (str, os.PathLike)):
@@ -74,10 +44,7 @@ class Net(NetAssembly, NetWeights, NetDebugInfo):
             param.state.stage.extend(stages)
         self.dtype = dtype or common.default_dtype()
         self.device = device or common.device()
-        self._checks = device_checks.Checks()      # checks of device values a forward leaves pending
         self.phase = param.state.phase
-        if self.fuse_layers is None:
-            self.fuse_layers = switches.on("BREWNET_FUSE")
         self._init(param)
         if weights is not None:
             self.copy_trained_layers_from(weights)
@@ -128,24 +95,24 @@ class Net(NetAssembly, NetWeights, NetDebugInfo):
     def forward_loss(self, start=None, end=None, check=True):
         """forward(), the loss left on the device: a 0-d tensor (the float 0.0 without loss layers).  The
         layers' checks of device values (labels in range) are read at the end, or, with check=False, when
-        the caller calls check_values() (after issuing backward: core/device_checks.py)."""
+        the caller calls check_values() (after issuing backward: runtime/device_checks.py)."""
         start, end = self._layer_range(start, end, 0, len(self.layers) - 1)
         if self._layer_callbacks:
             return self._forward_with_callbacks(start, end, check)
         return self._forward_loss(start, end, check)
 
     def _forward_loss(self, start, end, check):
-        with no_grad(), self._gathered(), self._collecting():
-            if self._group_of or self.debug_info:
-                loss = self._forward_grouped(start, end)
-            else:
+        with self.runtime.pass_scope():
+            if self.runtime.steps_by_layer and not self.debug_info:
                 loss = self._forward_plain(start, end)
+            else:
+                loss = self._forward_grouped(start, end)
         if check:
             self.check_values()
         return loss
 
     def _forward_plain(self, start, end):
-        """Layers start..end one by one: a net without fused groups, no debug log (the small nets' loop)."""
+        """Caffe's Net::ForwardFromTo: each layer's Forward in turn, adding up the weighted losses."""
         loss, layers, bottoms, tops = 0.0, self.layers, self.bottom_vecs, self.top_vecs
         for i in range(start, end + 1):
             term = layers[i].forward_loss(bottoms[i], tops[i])
@@ -154,36 +121,25 @@ class Net(NetAssembly, NetWeights, NetDebugInfo):
         return loss
 
     def _forward_grouped(self, start, end):
+        """The same, where the runtime runs a group of layers as one step, or with debug_info's log."""
         loss, i = 0.0, start
         while i <= end:
-            group = self._fused_group(i, i, end)
+            group = self.runtime.fused_group(i, i, end)
             if group is not None and group.first == i:
                 group.forward()             # no loss: fused groups have no loss weights
                 i = group.last + 1
                 continue
-            if i in self._group_of:
-                self._group_of[i].fused_forward = False
+            self.runtime.unfused(i)
             loss = _add_loss(loss, self.layers[i].forward_loss(self.bottom_vecs[i], self.top_vecs[i]))
             if self.debug_info:
                 self._forward_debug_info(i)
             i += 1
         return loss
 
-    def _collecting(self):
-        """The scope in which layers hand device-value checks to this net (device_checks.py); none on the
-        CPU, which checks at once (unless the tests ask it to defer)."""
-        if self._on_cpu and not device_checks.DEFER_ON_CPU:
-            return _NOTHING
-        return device_checks.collecting(self._checks)
-
-    @property
-    def _on_cpu(self):
-        return _is_cpu(self.device)
-
     def check_values(self):
         """Raise the first failed check of device values (a label out of range) that the last forward_loss
         left pending; one wait for the device for all of them, none when there are none (the CPU)."""
-        self._checks.resolve()
+        self.runtime.check_values()
 
     def backward(self, start=None, end=None):
         """Run Backward from layer `start` down to `end` (defaults: last to first)."""
@@ -202,8 +158,8 @@ class Net(NetAssembly, NetWeights, NetDebugInfo):
             self._param_norms_debug_info()
 
     def _backward(self, start, end):
-        with no_grad(), self._gathered():
-            if self._group_of or self.debug_info:
+        with self.runtime.pass_scope():
+            if not self.runtime.steps_by_layer or self.debug_info:
                 self._backward_grouped(start, end)
                 return
             layers, need, tops, down, bottoms = (self.layers, self.layer_need_backward, self.top_vecs,
@@ -215,44 +171,27 @@ class Net(NetAssembly, NetWeights, NetDebugInfo):
     def _backward_grouped(self, start, end):
         i = start
         while i >= end:
-            group = self._fused_group(i, end, start)
+            group = self.runtime.fused_group(i, end, start)
             if group is not None and group.last == i and group.fused_forward:
                 group.backward()
                 i = group.first - 1
                 continue
-            if i in self._group_of:
-                self._group_of[i].unfuse()      # the layers' own backward needs their own state
+            self.runtime.unfuse_for_backward(i)
             if self.layer_need_backward[i]:
                 self.layers[i].Backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
                 if self.debug_info:
                     self._backward_debug_info(i)
             i -= 1
 
-    def _gathered(self):
-        """The scope in which layers' blob updates (BatchNorm statistics, parameter gradients) are applied
-        together at the end of the pass (core/deferred.py); with debug_info, layer by layer, since its log
-        shows each layer's parameters right after the layer."""
-        if self.debug_info:
-            return _NOTHING
-        # One scope object per net, entered by every pass (it is empty again after applying).
-        scope = self._gather_scope
-        if scope is None:
-            scope = self._gather_scope = deferred.gathered()
-        return scope
-
-    _gather_scope = None
-
-    def _fused_group(self, i, low, high):
-        """The fused group layer i belongs to, if it may run as one step: fusion on, no per-layer debug log,
-        and the whole group inside layers low..high."""
-        group = self._group_of.get(i)
-        if group is None or not self.fuse_layers or self.debug_info:
-            return None
-        return group if low <= group.first and group.last <= high else None
-
-    def forward_backward(self):
+    def forward_backward(self, read=True):
+        """forward_loss then backward; the loss and the layers' checks are read once backward is issued (on a
+        GPU, reading them between the passes would make the host wait for the forward kernels before it
+        issues the backward ones).  read=False reads nothing: the loss comes back as the device left it and
+        the checks stay pending (check_values(); the solver reads both after issuing its update)."""
         loss = self.forward_loss(check=False)
         self.backward()
+        if not read:
+            return loss
         self.check_values()
         return float(loss)
 
@@ -260,49 +199,10 @@ class Net(NetAssembly, NetWeights, NetDebugInfo):
         for i, layer in enumerate(self.layers):
             layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
 
-    # Whether clear_param_diffs may drop the diffs instead of zeroing them (a CUDA-graph replay writes into the
-    # recorded memory, so the compiled path turns this off).
-    lazy_clear = True
-    # On the CPU, diffs of this many values or more are zeroed in place: glibc serves blocks of 32 MiB and up
-    # with fresh mmaps, and faulting them in again every iteration cost more than zeroing (CaffeNet's fc6 and
-    # fc7: +7 % per step).  GPU memory comes from torch's caching allocator: every diff may be dropped there.
-    LAZY_CLEAR_CPU_LIMIT = 8 << 20
-
     def clear_param_diffs(self):
-        """Every learnable parameter's diff = 0, ahead of a backward that accumulates into it.  A diff that
-        nothing else holds is dropped instead (it reads as zeros; the first gradient added becomes the diff,
-        Blob.accumulate_diff): no pass over the memory to zero it and none to add into it."""
-        droppable = self._droppable_diffs()
-        held = [b for b, drop in zip(self.learnable_params, droppable) if not (drop and b.release_diff())]
-        if held:
-            torch._foreach_zero_([blob.diff for blob in held])
-
-    _receivers = None
-
-    _droppable = None
-
-    def _droppable_diffs(self):
-        """Per learnable parameter: whether clear_param_diffs may drop its diff (if nothing else holds it).
-        Kept while lazy_clear and the limit stay (parameter shapes do not change): working it out for
-        ResNet-50's 320 parameters cost as much as the clearing itself."""
-        key = (self.lazy_clear, self.LAZY_CLEAR_CPU_LIMIT)
-        if self._droppable is None or self._droppable[0] != key:
-            cpu = torch.device(self.device).type == "cpu"
-            self._droppable = (key, [
-                self.lazy_clear and receives and not (cpu and blob.count() >= self.LAZY_CLEAR_CPU_LIMIT)
-                for blob, receives in zip(self.learnable_params, self._receives_gradient())])
-        return self._droppable[1]
-
-    def _receives_gradient(self):
-        """Per learnable parameter: whether Backward adds a gradient to it.  The others (BatchNorm statistics,
-        frozen layers) keep their zeroed diff: dropping it would only cost a fresh one per iteration."""
-        if self._receivers is None:
-            receivers = [False] * len(self.learnable_params)
-            for net_param_id, (layer_id, param_id) in enumerate(self.param_layer_indices):
-                if self.layer_need_backward[layer_id] and self.layers[layer_id].param_propagate(param_id):
-                    receivers[self.learnable_param_ids[net_param_id]] = True
-            self._receivers = receivers
-        return self._receivers
+        """Every learnable parameter's diff = 0, ahead of a backward that accumulates into it (the runtime
+        drops the diffs nothing else holds instead of zeroing them)."""
+        self.runtime.clear_param_diffs()
 
     def update(self, ids=None, diffs=None):
         """data -= diff for every learnable (owned) parameter, or those at positions `ids` of
@@ -357,11 +257,6 @@ class Net(NetAssembly, NetWeights, NetDebugInfo):
 
     def layer_index(self, name):
         return self._layer_range(name, None, 0, 0)[0]
-
-
-@functools.lru_cache(maxsize=16)
-def _is_cpu(device):
-    return torch.device(device).type == "cpu"
 
 
 def _add_loss(loss, term):

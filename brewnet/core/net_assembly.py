@@ -8,9 +8,8 @@
   4. backward analysis: which layers and bottoms need backward (lr_mult, loss contribution, propagate_down,
                       force_backward)
   5. outputs:         the blobs no layer consumed
-  6. run plan:        which tops keep their data until backward (Layer.top_data_kept), which runs of
-                      layers execute as one fused step (fusion.py: BatchNorm + Scale in place), and the
-                      BatchNorm statistics packed into one tensor (running_sums.py)
+  6. run plan:        which tops keep their data until backward (Layer.top_data_kept); then the net's
+                      runtime (runtime/net_runtime.py: fused layers, packed BatchNorm statistics)
 """
 import collections
 
@@ -19,7 +18,7 @@ import torch
 from ..errors import LayerError, NetError
 from ..log import get_logger
 from ..proto import caffe_pb2
-from . import fusion, running_sums
+from ..runtime.net_runtime import NetRuntime
 from .blob import AllocationError, Blob
 from .debug_info import fmt as _fmt
 from .insert_splits import insert_splits
@@ -92,15 +91,13 @@ class NetAssembly:
         for layer, need in zip(self.layers, self.layer_need_backward):
             layer.need_backward = need
         self._find_kept_tops()
-        self._group_of = {i: g for g in fusion.find_groups(self) for i in range(g.first, g.last + 1)}
         self.output_blob_ids = [name_to_id[name] for name in sorted(available)]
         for name in sorted(available):
             log.info("This network produces output %s", name)
         self.blobs = collections.OrderedDict((n, b) for n, b in zip(self.blob_names, self._blobs))
         self._layer_index = {n: i for i, n in enumerate(self.layer_names)}
         self._share_weights()
-        if self.pack_running_sums:
-            self._running_sums = running_sums.pack(self)
+        self.runtime = NetRuntime(self)
         log.info("Network initialization done.")
 
     def _new_blob(self, name):

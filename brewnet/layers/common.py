@@ -5,14 +5,15 @@ written by hand; bottom diffs are overwritten, parameter diffs accumulated (+=),
 """
 import torch
 
-from ..core import common, deferred
+from ..core import common
 from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
-from ..core.precision import lowered_call, lowered_weight
 from ..core.registry import register_layer
 from ..errors import BrewnetError, LayerError
 from ..proto import caffe_pb2
+from ..runtime import deferred
+from ..runtime.precision import lowered_call, lowered_weight
 
 
 def canonical_axis(layer, blob, axis):

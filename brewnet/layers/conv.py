@@ -23,11 +23,11 @@ input channel c and kernel offset j (row-major over the kernel axes), the layout
 import torch
 import torch.nn.functional as F
 
-from ..core import deferred
+from ..runtime import deferred
 from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
-from ..core.precision import lowered_call
+from ..runtime.precision import lowered_call
 from ..core.registry import register_layer
 
 

@@ -21,7 +21,8 @@ import math
 import torch
 
 from ..core.blob import Blob
-from ..core import common, device_checks
+from ..core import common
+from ..runtime import device_checks
 from ..core.layer import Layer
 from ..core.registry import register_layer
 from ..errors import BrewnetError, LayerError
@@ -42,7 +43,7 @@ def read_labels(layer, label_blob, num_classes, ignore_label=None, want_valid=Tr
 
     A non-ignored label outside [0, num_classes) raises a LayerError naming the value, the label bottom and
     `layer` (Caffe skips the check and reads out of bounds).  On the CPU at once; on an accelerator within a
-    Net pass when the pass reads its loss (core/device_checks.py), the labels returned clamped into range.
+    Net pass when the pass reads its loss (runtime/device_checks.py), the labels returned clamped into range.
     """
     labels = label_blob.data.reshape(-1).to(torch.int64)
     if common.capturing():

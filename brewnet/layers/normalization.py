@@ -7,7 +7,7 @@ so every forward and backward is a handful of broadcast torch ops.
 import torch
 import torch.nn.functional as F
 
-from ..core import deferred
+from ..runtime import deferred
 from ..core.blob import Blob, flat, four_axes
 from ..core.filler import fill
 from ..core.layer import Layer
@@ -93,7 +93,7 @@ class BatchNormLayer(Layer):
             # x_norm stays ours (backward needs it even when later layers overwrite the top in place).
             top[0].data.copy_(self.x_norm.view(shape))
 
-    # The two halves of forward, shared with the Net's fused BatchNorm + Scale (core/fusion.py).
+    # The two halves of forward, shared with the Net's fused BatchNorm + Scale (runtime/fusion.py).
     def global_stats(self):
         """(mean, variance) from the running sums: blob0 / s and blob1 / s (0 when s == 0)."""
         s = self.blobs[2].data.reshape(())
@@ -114,7 +114,7 @@ class BatchNormLayer(Layer):
 
     def cudnn_applies(self, x, weight):
         """Whether normalize_batch_cudnn can take x: on CUDA, float32 as the weight (the case checked on a GPU
-        against the native kernels, tests/core/test_fusion.py in GPU mode), with more than one value per
+        against the native kernels, tests/runtime/test_fusion.py in GPU mode), with more than one value per
         channel (cuDNN's unbiased variance divides by m - 1).  No test of eps: cuDNN 8 and later have no
         minimum, and Caffe's default, the proto float 1e-5, reads as 9.99999975e-06 here."""
         return (x.is_cuda and weight is not None and x.dtype == torch.float32
@@ -137,13 +137,13 @@ class BatchNormLayer(Layer):
     def _add_to_running_sums(self, x, stats):
         """blob <- maf * blob + value for the three blobs and stats (batch mean, unbiased variance, 1), rounded
         as Caffe's axpby (scale, then add); within a Net pass, together with every other BatchNorm's
-        (core/running_sums.py, or core/deferred.py for a layer outside the Net's packed statistics)."""
+        (runtime/running_sums.py, or runtime/deferred.py for a layer outside the Net's packed statistics)."""
         if x.numel() // self.channels <= 1:
             stats[1].zero_()        # one value per channel: variance 0 (Caffe's correction factor is 1)
         if self.running_sums is None or not self.running_sums.add(self):
             deferred.scale_add([flat(b.data) for b in self.blobs], self.moving_average_fraction, list(stats))
 
-    # The Net's packed statistics this layer belongs to (core/running_sums.py), if any: its blobs and batch
+    # The Net's packed statistics this layer belongs to (runtime/running_sums.py), if any: its blobs and batch
     # buffers are then views of one tensor per net that a pass updates in two ops.
     running_sums = None
 

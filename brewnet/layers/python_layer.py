@@ -28,7 +28,7 @@ import importlib
 import sys
 
 from ..core.layer import Layer
-from ..core.precision import lowered
+from ..runtime.precision import lowered
 from ..pycaffe.blob import PyBlob, PyBlobVec
 from ..core.registry import register_layer
 from ..errors import LayerError

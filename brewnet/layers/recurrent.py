@@ -34,7 +34,7 @@ import torch
 from ..core.blob import Blob
 from ..core.filler import fill
 from ..core.layer import Layer
-from ..core.precision import lowered
+from ..runtime.precision import lowered
 from ..core.registry import register_layer
 
 

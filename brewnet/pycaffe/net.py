@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import switches
 from ..core.net import Net as CoreNet
-from ..core.precision import Precision, get_precision, set_precision  # noqa: F401  (caffe.set_precision)
+from ..runtime.precision import Precision, get_precision, set_precision  # noqa: F401  (caffe.set_precision)
 from ..errors import BrewnetError, NetError
 from ..log import get_logger
 from ..proto import caffe_pb2

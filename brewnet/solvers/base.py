@@ -12,9 +12,10 @@ One iteration of `step` is Caffe's Solver::Step, in the same order:
                                                  compute_update_value, net.update(); iter += 1
     snapshot every `snapshot` iterations, or when a signal asks for it; stop when a signal asks for it
 
-On an accelerator the loss is read after apply_update is issued, not before (the host issues the update while
-the device still runs backward); a failed label check or a NaN loss then takes the update back before its
-error is raised (late_read.py), so what the read-first order guarantees still holds.
+What brewnet adds for speed and precision reaches the loop through the hooks of `self.runtime`
+(runtime/solver_runtime.py): the passes in the solver's precision or replayed under -compile, and on an
+accelerator the loss read after apply_update is issued (the update taken back if the loss or a label check
+fails, runtime/late_read.py).  In fp32 on the CPU each hook is one call into Net or the update rule.
 
 The update rule and its state (history) belong to the subclasses (sgd.py and the others); this class knows the
 nets, the loop, the logs and the snapshot files.  Log lines are Caffe's, word for word, so that Caffe's own
@@ -30,12 +31,12 @@ import torch
 from .. import switches
 from ..core import common
 from ..core.net import Net, no_grad
-from ..core.precision import Precision
+from ..runtime.precision import Precision
+from ..runtime.solver_runtime import SolverRuntime
 from ..errors import BrewnetError, ProtoError, SolverError
 from ..log import get_logger
 from ..proto import caffe_pb2
 from . import lr_policy, snapshot as snap
-from .late_read import LateRead
 
 log = get_logger("solver")
 F = np.float32
@@ -60,12 +61,12 @@ def load_solver_param(path):
     return read_solver_param(path)
 
 
-class Solver(LateRead):
+class Solver:
     type = None     # set by @register_solver
 
     def __init__(self, param, source=None, precision=None):
         """`precision`: 'fp32', 'bf16' or 'fp16' (or a core.precision.Precision); None takes the default of
-        brewnet.core.precision.get_precision() (caffe.set_precision, $BREWNET_PRECISION, else fp32)."""
+        brewnet.runtime.precision.get_precision() (caffe.set_precision, $BREWNET_PRECISION, else fp32)."""
         if isinstance(param, (str, os.PathLike)):
             source = os.fspath(param)
             param = load_solver_param(param)
@@ -92,6 +93,7 @@ class Solver(LateRead):
         self.compile = switches.on(COMPILE_VARIABLE)
         self.losses, self.smoothed_loss = [], 0.0
         self._timer_start, self._iterations_last = time.perf_counter(), 0
+        self.runtime = SolverRuntime(self)
         self.pre_solve()
 
     # --- construction ----------------------------------------------------------------------------------------
@@ -255,11 +257,10 @@ class Solver(LateRead):
 
     # --- the loop --------------------------------------------------------------------------------------------
     def step(self, iters):
-        p = self.param
+        p, runtime = self.param, self.runtime
         start_iter, stop_iter = self.iter, self.iter + int(iters)
         self.losses, self.smoothed_loss = [], 0.0
         self._timer_start, self._iterations_last = time.perf_counter(), self.iter
-        read_after_update = self.read_after_update      # the device's, for the whole call
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and (self.iter > 0 or p.test_initialization) \
@@ -271,26 +272,19 @@ class Solver(LateRead):
                 callback.on_start()
             display = p.display and self.iter % p.display == 0
             self.net.debug_info = bool(display and p.debug_info)
-            late = read_after_update and self._reads_late(display)
+            late = runtime.reads_late(display)      # the loss read after the update (an accelerator)
             losses = []
             for _ in range(p.iter_size):
-                batch_loss = self.forward_backward(read=not late)
+                batch_loss = runtime.forward_backward(read=not late)
                 if not late and not math.isfinite(batch_loss):
                     self._stop_on_non_finite(batch_loss)
                 losses.append(batch_loss)
-            self.precision.unscale(self.net.learnable_params)     # fp16: the diffs carry the loss scale
+            runtime.finish_gradients()
             if not late:
                 self._record_loss(losses, start_iter, display)
             for callback in self.callbacks:
                 callback.on_gradients_ready()
-            if late:
-                self._update_then_read(losses, start_iter)
-            # fp16: gradients with inf/NaN (checked after the callbacks, so after a data-parallel average, for
-            # every rank alike) skip the update; the iteration still counts, as in torch.amp.
-            elif self.precision.accept_update(self.net.learnable_params, self.iter):
-                self.apply_update()
-            else:
-                self.iter += 1
+            runtime.update(late, losses, start_iter)        # apply_update(), in the runtime's order
             request = self.requested_action()
             if ((p.snapshot and self.iter % p.snapshot == 0) or request == SolverAction.SNAPSHOT) \
                     and common.root_solver():
@@ -299,21 +293,23 @@ class Solver(LateRead):
                 self.requested_early_exit = True
                 break
 
-    # The opt-in compiled path (core/capture.py): `caffe train -compile`, `solver.compile = True` before
-    # stepping, or BREWNET_COMPILE=1 (how -compile reaches data-parallel ranks).  On a CUDA device forward +
-    # backward replay from a CUDA graph; elsewhere the eager path.
-    _compiled = None
-
+    # The opt-in compiled path (runtime/capture.py): `caffe train -compile`, `solver.compile = True` before
+    # stepping, or BREWNET_COMPILE=1 (how -compile reaches data-parallel ranks).
     def forward_backward(self, read=True):
         """One forward and backward of the train net in the solver's precision (compiled when asked): the loss
         as a float, the layers' checks made; read=False: the loss as the device left it, checks pending."""
-        if self.compile and self._compiled is None:
-            from ..core.capture import compiled_step
-            self._compiled = compiled_step(self.net, self.precision) or False
-        if self.compile and self._compiled and not self.net.debug_info:    # debug_info logs every layer
-            return self._compiled.forward_backward(read)
-        with no_grad():     # once for both passes: the Net's own scopes then cost nothing
-            return self.precision.forward_backward(self.net, read)
+        return self.runtime.forward_backward(read)
+
+    @property
+    def read_after_update(self):
+        """Whether a step issues its update before it reads the loss (taking the update back when the loss or
+        a label check fails).  Default: on an accelerator, unless $BREWNET_READ_FIRST=1.  Assign True/False to
+        override (the tests run it on the CPU)."""
+        return self.runtime.reads_after_update()
+
+    @read_after_update.setter
+    def read_after_update(self, value):
+        self.runtime.read_after_update = value
 
     def _record_loss(self, losses, start_iter, display, iteration=None):
         """The iteration's loss (mean over iter_size) into the smoothed loss; the display lines."""
@@ -341,7 +337,7 @@ class Solver(LateRead):
         # One more forward pass to show the loss of the final weights, and a last test (as Caffe).
         if p.display and self.iter % p.display == 0:
             with torch.no_grad():
-                loss = self.precision.forward(self.net)
+                loss = self.runtime.forward(self.net)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             log.info("Iteration %d, loss = %s", self.iter, _g(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0 and self._tests_here():
@@ -434,7 +430,7 @@ class Solver(LateRead):
             if self.requested_early_exit:
                 break
             with torch.no_grad():
-                iter_loss = self.precision.forward(test_net)
+                iter_loss = self.runtime.forward(test_net)
             if p.test_compute_loss:
                 loss += F(iter_loss)
             values = [_values(b) for b in test_net.output_blobs]

@@ -27,7 +27,7 @@ import torch
 
 from ..core import common
 from ..core.net import Net
-from ..core.precision import ENV_VARIABLE, Precision, check_mode, get_precision
+from ..runtime.precision import ENV_VARIABLE, Precision, check_mode, get_precision
 from ..errors import BrewnetError
 from ..log import get_logger, init_log
 from ..proto import caffe_pb2

@@ -5,7 +5,7 @@ import torch
 
 from brewnet.core import common
 from brewnet.core.blob import Blob
-from brewnet.core.capture import HostSyncs
+from brewnet.runtime.capture import HostSyncs
 from brewnet.core.gradient_check import GradientChecker
 from brewnet.core.registry import create_layer
 from brewnet.proto import caffe_pb2

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from brewnet.core import precision as prec
+from brewnet.runtime import precision as prec
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import read_binary
 from brewnet.tools import cli

@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import NetError
 from ..log import get_logger
-from . import common
+from ..core import common
 
 log = get_logger("capture")
 
@@ -90,7 +90,7 @@ class CapturedStep:
         self.net, self.precision, self.warmup = net, precision, warmup
         self.first = source_layers(net)
         check_recordable(net, self.first)
-        net.lazy_clear = False      # a replay adds into the recorded diffs: they must stay, zeroed
+        net.runtime.lazy_clear = False      # a replay adds into the recorded diffs: they must stay, zeroed
         self.graph = None
         self.loss = None
         self.memory = None

@@ -1,4 +1,4 @@
-"""Mixed precision (brewnet/core/precision.py): bf16/fp16 compute with fp32 blobs, master weights and snapshots;
+"""Mixed precision (brewnet/runtime/precision.py): bf16/fp16 compute with fp32 blobs, master weights and snapshots;
 fp16 dynamic loss scaling; a short LeNet training in bf16 against fp32."""
 import logging
 import pathlib
@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 import brewnet.layers  # noqa: F401  (registers the layer types)
-from brewnet.core import common, precision as prec
+from brewnet.core import common
+from brewnet.runtime import precision as prec
 from brewnet.core.blob import Blob
 from brewnet.core.net import Net
-from brewnet.core.precision import LossScaler, LowPrecisionCompute, Precision
+from brewnet.runtime.precision import LossScaler, LowPrecisionCompute, Precision
 from brewnet.core.registry import create_layer
 from brewnet.data import mnist
 from brewnet.errors import BrewnetError

@@ -4,7 +4,7 @@ Every BatchNorm in TRAIN adds its batch statistics to its three blobs in each Fo
 
     blob <- maf * blob + value      for (sum of means, sum of variances, scale factor) and (mean, var, 1),
 
-and core/deferred.py gathers those updates over a pass.  Over ResNet-50's 53 BatchNorms that is still 159
+and runtime/deferred.py gathers those updates over a pass.  Over ResNet-50's 53 BatchNorms that is still 159
 small tensors a pass: two multi-tensor ops whose lists the host builds layer by layer, and on the CPU a
 multi-tensor op is a loop over its tensors (0.6 ms a pass of the thin ResNet-50, as much as its 53
 batch-norm kernels).  So the Net lays the three blobs of its BatchNorms out in one tensor, `sums` (each
@@ -25,7 +25,7 @@ kernels need other buffers (another dtype) is no longer packed: it updates its o
 import torch
 
 from . import deferred
-from .blob import scale_all
+from ..core.blob import scale_all
 
 
 class RunningSums:

@@ -1,8 +1,9 @@
-"""Gathered blob updates (core/deferred.py): the same numbers as applying them one by one, in order."""
+"""Gathered blob updates (runtime/deferred.py): the same numbers as applying them one by one, in order."""
 import pytest
 import torch
 
-from brewnet.core import deferred
+from brewnet.runtime.net_runtime import NetRuntime
+from brewnet.runtime import deferred
 from brewnet.core.blob import Blob
 from brewnet.core.net import Net
 from brewnet.proto import caffe_pb2
@@ -154,7 +155,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z" bottom: "label" top: "l
 def conv_net(lazy):
     torch.manual_seed(0)
     net = Net(parse_text(CONV_NET, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN)
-    net.lazy_clear = lazy
+    net.runtime.lazy_clear = lazy
     net.blobs["x"].data.copy_(torch.randn(4, 2, 5, 5, generator=torch.Generator().manual_seed(1)))
     net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 1]))
     return net
@@ -187,7 +188,7 @@ def test_clearing_drops_the_diffs_nothing_else_holds_and_gives_the_same_gradient
 def test_on_the_cpu_large_diffs_are_zeroed_in_place(monkeypatch):
     # glibc maps big blocks afresh on every allocation: re-faulting them each iteration costs more than
     # zeroing, so diffs from LAZY_CLEAR_CPU_LIMIT values up keep their memory.
-    monkeypatch.setattr(Net, "LAZY_CLEAR_CPU_LIMIT", 10)
+    monkeypatch.setattr(NetRuntime, "LAZY_CLEAR_CPU_LIMIT", 10)
     net = conv_net(True)
     net.forward()
     net.backward()

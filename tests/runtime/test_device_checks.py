@@ -1,10 +1,10 @@
-"""Checks of device values deferred to where a pass reads its loss (core/device_checks.py): on the CPU by
+"""Checks of device values deferred to where a pass reads its loss (runtime/device_checks.py): on the CPU by
 switching the deferred form on, as accelerators run it.  A bad label still raises the loss layer's error,
 naming the value, and the solver's step raises it before any weight changes."""
 import pytest
 import torch
 
-from brewnet.core import device_checks
+from brewnet.runtime import device_checks
 from brewnet.core.net import Net
 from brewnet.errors import LayerError
 from brewnet.proto import caffe_pb2
@@ -54,7 +54,7 @@ def test_forward_raises_the_loss_layers_error_at_its_end(deferred_checks):
     net = make_net([0, 7, 1, 2])
     with pytest.raises(LayerError, match=r"layer 'loss'.*\[0, 3\).*label value 7 \(bottom 'label"):
         net.forward()
-    assert net._checks.flags == []              # raised once, then cleared
+    assert net.runtime.checks.flags == []              # raised once, then cleared
     net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 1, 2]))
     assert net.forward() > 0
 
@@ -100,7 +100,7 @@ def test_a_layer_run_on_its_own_checks_at_once(deferred_checks):
     i = net.layer_index("loss")
     with pytest.raises(LayerError, match="label value 4"):
         net.layers[i].Forward(net.bottom_vecs[i], net.top_vecs[i])
-    assert net._checks.flags == []
+    assert net.runtime.checks.flags == []
 
 
 def test_the_cpu_checks_at_once_by_default():

@@ -1,4 +1,4 @@
-"""Reading the loss after the update is issued (solvers/late_read.py), run on the CPU by switching it on as
+"""Reading the loss after the update is issued (runtime/late_read.py), run on the CPU by switching it on as
 accelerators run it: the same numbers as Caffe's read-first order, and a failed check or a NaN loss takes the
 update back -- parameters, history, iter and current_step -- before its error is raised."""
 import math
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from brewnet.core import device_checks
+from brewnet.runtime import device_checks
 from brewnet.errors import LayerError, SolverError
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from brewnet.solvers import get_solver
-from brewnet.solvers.late_read import READ_FIRST_VARIABLE, reads_late_by_default
+from brewnet.runtime.late_read import READ_FIRST_VARIABLE, reads_late_by_default
 
-from ._nets import BASE_TEXT, linear_solver, params_of
+from tests.solvers._nets import BASE_TEXT, linear_solver, params_of
 
 NET = """
 name: "checked"
@@ -75,7 +75,7 @@ def test_reading_after_the_update_gives_the_read_first_numbers(kind):
         solver = make_solver(kind, display=4, read_after_update=late)
         steps(solver, 7)        # iterations 0 and 4 display (read first), the others read late when asked
         results.append((state(solver), solver.smoothed_loss, list(solver.losses)))
-        assert (solver._undo is not None) == late
+        assert (solver.runtime._undo is not None) == late
     assert_same_state(results[0][0], results[1][0])
     assert results[0][1] == results[1][1] and results[0][2] == results[1][2]
     assert results[0][0][2] == 7 and 0 < results[0][1] < 5
@@ -86,7 +86,7 @@ def test_reading_after_the_update_gives_the_read_first_numbers(kind):
 def test_display_iterations_read_first():
     solver = make_solver(display=1)
     steps(solver, 3)
-    assert solver._undo is None             # every iteration displays: nothing was read late
+    assert solver.runtime._undo is None             # every iteration displays: nothing was read late
 
 
 def test_a_bad_label_takes_the_update_back(monkeypatch):
@@ -128,7 +128,7 @@ def test_the_copies_hold_what_the_last_update_started_from():
     steps(solver, 1)
     params, history, _, _ = state(solver)
     steps(solver, 1)
-    copies = solver._undo.copies            # 4 parameters, and Adam's two histories of each
+    copies = solver.runtime._undo.copies            # 4 parameters, and Adam's two histories of each
     assert len(copies) == 4 + 2 * 4
     assert all(torch.equal(c, t) for c, t in zip(copies, params + history))
     assert not torch.equal(copies[0], solver.net.learnable_params[0].data)

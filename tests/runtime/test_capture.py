@@ -1,14 +1,14 @@
-"""The compiled path's CPU-side contract (core/capture.py): what a CUDA-graph recording runs makes the host
+"""The compiled path's CPU-side contract (runtime/capture.py): what a CUDA-graph recording runs makes the host
 wait for the device nowhere, gives the eager numbers, and refuses what it cannot record.  The recording
 itself needs a GPU: benchmarks/gpu_check.py runs it where a session has one."""
 import pytest
 import torch
 
 from brewnet.core import common
-from brewnet.core.capture import (NOT_RECORDABLE, CapturedStep, HostSyncs, check_recordable, compiled_step,
+from brewnet.runtime.capture import (NOT_RECORDABLE, CapturedStep, HostSyncs, check_recordable, compiled_step,
                                   source_layers)
 from brewnet.core.net import Net
-from brewnet.core.precision import Precision
+from brewnet.runtime.precision import Precision
 from brewnet.errors import NetError
 from brewnet.layers.python_layer import PythonLayerBase
 from brewnet.proto import caffe_pb2
@@ -86,7 +86,7 @@ def test_data_layers_run_outside_and_python_layers_are_refused():
     check_recordable(net, 1)
     text = NET.replace('layer { name: "drop" type: "Dropout" bottom: "pool" top: "pool" }',
                        'layer { name: "py" type: "Python" bottom: "pool" top: "pool2" '
-                       'python_param { module: "tests.core.test_capture" layer: "Twice" } }\n'
+                       'python_param { module: "tests.runtime.test_capture" layer: "Twice" } }\n'
                        'layer { name: "drop" type: "Dropout" bottom: "pool2" top: "pool2" }')
     text = text.replace('name: "ip" type: "InnerProduct" bottom: "pool"', 'name: "ip" type: "InnerProduct" bottom: "pool2"') % ""
     with pytest.raises(NetError, match="layer 'py' of type Python cannot be recorded"):

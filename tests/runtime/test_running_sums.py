@@ -1,8 +1,9 @@
-"""The Net's packed BatchNorm statistics (core/running_sums.py): one tensor per net, two ops a pass, and the
+"""The Net's packed BatchNorm statistics (runtime/running_sums.py): one tensor per net, two ops a pass, and the
 very numbers of the layer-by-layer update."""
 import pytest
 import torch
 
+from brewnet.runtime.net_runtime import NetRuntime
 from brewnet.core.net import Net
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
@@ -24,7 +25,7 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "d" bottom: "target" top: "lo
 
 
 def make_net(monkeypatch, packed, bn1="", bn2="", bn3="", **kw):
-    monkeypatch.setattr(Net, "pack_running_sums", packed)
+    monkeypatch.setattr(NetRuntime, "pack_running_sums", packed)
     torch.manual_seed(0)
     net = Net(parse_text(NET % dict(bn1=bn1, bn2=bn2, bn3=bn3), caffe_pb2.NetParameter()),
               phase=caffe_pb2.TRAIN, **kw)
@@ -55,7 +56,7 @@ def train(net, passes=3):
 
 def test_statistics_live_in_one_tensor_per_group(monkeypatch):
     net = make_net(monkeypatch, True)
-    groups = net._running_sums
+    groups = net.runtime.running_sums
     assert [sorted(layer.name for layer in g.layers) for g in groups] == [["bn1", "bn2", "bn3"]]
     assert net.layer_by_name("bn4").running_sums is None       # a group of one stays unpacked
     group = groups[0]
@@ -110,7 +111,7 @@ def test_a_blob_given_other_memory_leaves_the_group_and_keeps_its_numbers(monkey
         net.layer_by_name("bn2").blobs[1].data = torch.full((4,), 7.0)
         train(net, 2)
     assert_identical(statistics(reference), statistics(packed))
-    group = packed._running_sums[0]
+    group = packed.runtime.running_sums[0]
     assert not group.packed(packed.layer_by_name("bn2"))
     assert group.packed(packed.layer_by_name("bn1")) and group.packed(packed.layer_by_name("bn3"))
 
@@ -120,7 +121,7 @@ def test_statistics_shared_by_name_are_not_packed(monkeypatch):
     reference = make_net(monkeypatch, False, bn2=shared, bn3=shared)
     packed = make_net(monkeypatch, True, bn2=shared, bn3=shared)
     assert packed.layer_by_name("bn2").running_sums is None and packed.layer_by_name("bn3").running_sums is None
-    assert packed._running_sums == []           # bn1 alone is left: a group of one
+    assert packed.runtime.running_sums == []           # bn1 alone is left: a group of one
     train(reference)
     train(packed)
     assert_identical(statistics(reference), statistics(packed))
@@ -145,13 +146,13 @@ def test_a_test_net_sharing_the_blobs_sees_the_packed_statistics(monkeypatch):
 
 
 def test_the_fused_batchnorm_scale_of_a_resnet_block_packs_too(monkeypatch):
-    from tests.core.test_fusion import BLOCK
+    from tests.runtime.test_fusion import BLOCK
     text = BLOCK % dict(bn="", scale_top="conv")
     text = text.replace('layer { name: "sc"', 'layer { name: "bn_b" type: "BatchNorm" bottom: "conv" top: "conv" }\n'
                                               'layer { name: "sc"')
     nets = []
     for packed in (False, True):
-        monkeypatch.setattr(Net, "pack_running_sums", packed)
+        monkeypatch.setattr(NetRuntime, "pack_running_sums", packed)
         torch.manual_seed(0)
         net = Net(parse_text(text, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN)
         g = torch.Generator().manual_seed(1)
@@ -160,7 +161,7 @@ def test_the_fused_batchnorm_scale_of_a_resnet_block_packs_too(monkeypatch):
             net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 1]))
             net.forward_backward()
         nets.append(net)
-    assert [layer.name for layer in nets[1]._running_sums[0].layers] == ["bn", "bn_b"]
+    assert [layer.name for layer in nets[1].runtime.running_sums[0].layers] == ["bn", "bn_b"]
     assert_identical(statistics(nets[0]), statistics(nets[1]))
 
 
@@ -170,7 +171,7 @@ def test_pycaffe_arrays_on_packed_statistics_read_and_write_the_net(tmp_path, mo
     path.write_text(NET % dict(bn1="", bn2="", bn3=""))
     nets = []
     for packed in (False, True):
-        monkeypatch.setattr(Net, "pack_running_sums", packed)
+        monkeypatch.setattr(NetRuntime, "pack_running_sums", packed)
         torch.manual_seed(0)
         net = caffe.Net(str(path), caffe.TRAIN)
         held = net.params["bn2"][2].data             # on the CPU, a NumPy array over the blob's memory

@@ -16,7 +16,7 @@ import threading
 
 import torch
 
-from .blob import scale_all
+from ..core.blob import scale_all
 
 _local = threading.local()
 

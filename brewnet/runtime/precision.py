@@ -47,7 +47,7 @@ from torch.overrides import TorchFunctionMode
 from .. import switches
 from ..errors import BrewnetError
 from ..log import get_logger
-from .blob import scale_all
+from ..core.blob import scale_all
 
 log = get_logger("precision")
 
@@ -379,7 +379,7 @@ class Precision:
         read once backward is issued: on a GPU, reading them between the passes would make the host wait for
         the forward kernels before it issues the backward ones.  read=False reads nothing: the loss comes
         back as the device left it and the checks stay pending (net.check_values(); the solver reads both
-        after issuing its update, solvers/late_read.py)."""
+        after issuing its update, runtime/late_read.py)."""
         with self.compute(net.device):
             loss = net.forward_loss(check=False)
             if self.scaler is not None:

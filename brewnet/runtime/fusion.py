@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import deferred
-from .blob import flat, four_axes
+from ..core.blob import flat, four_axes
 
 
 def _channels_second(tensor, split):

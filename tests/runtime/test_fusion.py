@@ -1,4 +1,4 @@
-"""The Net's fused BatchNorm + Scale step (core/fusion.py) against the two layers run one by one, and the
+"""The Net's fused BatchNorm + Scale step (runtime/fusion.py) against the two layers run one by one, and the
 Net's top_data_kept analysis that lets ReLU read its top in backward."""
 import numpy as np
 import pytest
@@ -28,7 +28,7 @@ def block_net(fuse, bn="", scale_top="conv", **kw):
     torch.manual_seed(0)
     net = Net(parse_text(BLOCK % dict(bn=bn, scale_top=scale_top), caffe_pb2.NetParameter()),
               phase=caffe_pb2.TRAIN, **kw)
-    net.fuse_layers = fuse
+    net.runtime.fuse_layers = fuse
     if "use_global_stats" in bn:
         stats = net.layer_by_name("bn").blobs
         stats[0].data.copy_(torch.linspace(-1, 1, 5))
@@ -65,7 +65,7 @@ def test_fused_forward_backward_equals_the_two_layers(bn):
     for fuse in (True, False):
         net = block_net(fuse, bn)
         losses = [net.forward_backward() for _ in range(2)]       # twice: the running sums accumulate
-        group = net._group_of[2]
+        group = net.runtime.group_of[2]
         assert (group.first, group.last) == (2, 3) and group.fused_forward == fuse
         # On a GPU (BREWNET_TEST_MODE=gpu) the fused step in training runs cuDNN's kernels, the layers torch's.
         on_cuda = net.blobs["data"].data.is_cuda
@@ -103,7 +103,7 @@ def test_a_new_batch_size_reshapes_the_fused_pair():
         net.blobs["data"].data.copy_(torch.linspace(-2, 2, 216).view(2, 3, 6, 6))
         net.blobs["label"].data.copy_(torch.tensor([2.0, 0]))
         loss = net.forward_backward()
-        assert net.layer_by_name("bn").split[0] == 2 and net._group_of[2].fused_forward == fuse
+        assert net.layer_by_name("bn").split[0] == 2 and net.runtime.group_of[2].fused_forward == fuse
         results.append((loss, state(net)))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     assert_same_state(results[0][1], results[1][1])
@@ -116,12 +116,12 @@ def test_batchnorm_on_the_data_before_a_learned_scale():
     for fuse in (True, False):
         torch.manual_seed(0)
         net = Net(parse_text(ON_THE_DATA, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN)
-        net.fuse_layers = fuse
+        net.runtime.fuse_layers = fuse
         assert [net.layer_need_backward[net.layer_index(n)] for n in ("bn", "sc")] == [False, True]
         net.blobs["data"].data.copy_(torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1)))
         net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 1]))
         net.forward_backward()
-        assert net._group_of[net.layer_index("bn")].fused_forward == fuse
+        assert net.runtime.group_of[net.layer_index("bn")].fused_forward == fuse
         results.append([b.diff.clone() for b in net.layer_by_name("sc").blobs])
     for fused, plain in zip(*results):
         torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
@@ -149,7 +149,7 @@ def test_fused_step_on_a_2d_blob_with_legacy_4d_statistics():
     for fuse in (True, False):
         torch.manual_seed(0)
         net = Net(parse_text(ON_FEATURES, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN)
-        net.fuse_layers = fuse
+        net.runtime.fuse_layers = fuse
         bn = net.layer_by_name("bn")
         for i, blob in enumerate(bn.blobs):
             legacy = Blob((1, blob.count(), 1, 1), name=blob.name)
@@ -159,7 +159,7 @@ def test_fused_step_on_a_2d_blob_with_legacy_4d_statistics():
         net.blobs["data"].data.copy_(torch.randn(6, 5, generator=g))
         net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 3, 1, 0]))
         losses = [net.forward_backward() for _ in range(2)]
-        assert net._group_of[net.layer_index("bn")].fused_forward == fuse
+        assert net.runtime.group_of[net.layer_index("bn")].fused_forward == fuse
         results.append((losses, state(net)))
     (fused_losses, fused), (plain_losses, plain) = results
     assert fused_losses == pytest.approx(plain_losses, rel=1e-6)
@@ -177,7 +177,7 @@ def test_backward_starting_inside_a_fused_group_unfuses_it():
         net.forward()
         net.backward()
         net.backward(start="bn")        # BatchNorm alone, after a fused forward: needs its own x_norm
-        assert not net._group_of[2].fused_forward
+        assert not net.runtime.group_of[2].fused_forward
         results.append(state(net))
     assert_same_state(*results)
 
@@ -186,7 +186,7 @@ def test_partial_forward_runs_the_layers_on_their_own():
     net = block_net(True)
     net.forward(end="bn")
     net.forward(start="sc")
-    assert not net._group_of[2].fused_forward
+    assert not net.runtime.group_of[2].fused_forward
     fused_run = block_net(True)
     assert fused_run.forward() == pytest.approx(net.forward(start="conv", end="loss"), rel=1e-6)
 
@@ -195,7 +195,7 @@ def test_a_held_array_sees_the_result_and_the_step_runs_unfused():
     net = block_net(True)
     held = net.blobs["conv"].data.numpy()        # a pycaffe user's view of the blob
     net.forward()
-    assert not net._group_of[2].fused_forward
+    assert not net.runtime.group_of[2].fused_forward
     np.testing.assert_array_equal(held, net.blobs["conv"].data.numpy())
     reference = block_net(False)
     reference.forward()
@@ -206,13 +206,13 @@ def test_debug_info_runs_every_layer():
     net = block_net(True)
     net.debug_info = True
     net.forward()
-    assert not net._group_of[2].fused_forward
+    assert not net.runtime.group_of[2].fused_forward
 
 
 def test_scale_out_of_place_is_not_fused():
     # BatchNorm's output would be observable in blob "conv": no group.
     net = block_net(True, scale_top="scaled")
-    assert net._group_of == {}
+    assert net.runtime.group_of == {}
 
 
 # --- top_data_kept -----------------------------------------------------------------------------------------

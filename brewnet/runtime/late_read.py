@@ -9,7 +9,7 @@ ResNet-50), runs it, and idles again while the host issues the next forward.  A 
 
 brewnet keeps what the read-first order guarantees (a label out of range, which Caffe checks, or a NaN
 loss, which brewnet adds, stops training before a weight changes) and reads late all the same: on an
-accelerator Solver.step saves the parameters, the solver's history, `iter` and `current_step` here
+accelerator the step (solver_runtime.py) saves the parameters, the solver's history, `iter` and `current_step` here
 (device-to-device copies, issued behind backward), issues the update, then reads the loss and the layers'
 checks; when they fail, `restore` puts everything back before the error is raised.
 The copies cost twice the parameters' memory on the device and two passes over it per step (ResNet-50:
@@ -66,49 +66,3 @@ class UpdateUndo:
         if tensors:
             torch._foreach_copy_(tensors, self.copies)
         self.solver.iter, self.solver.current_step = self.iter, self.current_step
-
-
-class LateRead:
-    """The part of Solver.step (base.py) that reads the loss after apply_update when the device allows."""
-    _read_after_update = None
-    _undo = None
-
-    @property
-    def read_after_update(self):
-        """Whether a step issues its update before it reads the loss (taking the update back when the loss or
-        a layer's check fails).  Default: on an accelerator, where the host then issues the update while the
-        device still runs backward, unless $BREWNET_READ_FIRST=1.  Assign True/False to override (the tests
-        run it on the CPU)."""
-        if self._read_after_update is not None:
-            return self._read_after_update
-        return reads_late_by_default(self.net.device)
-
-    @read_after_update.setter
-    def read_after_update(self, value):
-        self._read_after_update = value
-
-    def _reads_late(self, display):
-        # Display iterations read first, so that the loss is logged before the update's lr line (Caffe's log
-        # order, which parse_log.py reads); iter_size > 1 reads each pass before the next one (the culprit
-        # search looks at the pass that made the NaN); fp16 reads the gradients before its update anyway.
-        return (self.read_after_update and not display and self.param.iter_size == 1
-                and self.precision.scaler is None)
-
-    def _update_then_read(self, losses, start_iter):
-        """apply_update, then the one read of the loss and the layers' checks; a failure takes it back."""
-        if self._undo is None:
-            self._undo = UpdateUndo(self)
-        iteration = self.iter
-        self._undo.save()
-        self.apply_update()
-        try:
-            self.net.check_values()
-            losses = [float(loss) for loss in losses]
-        except Exception:
-            self._undo.restore()
-            raise
-        for loss in losses:
-            if not math.isfinite(loss):
-                self._undo.restore()
-                self._stop_on_non_finite(loss)
-        self._record_loss(losses, start_iter, False, iteration)
