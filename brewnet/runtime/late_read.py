@@ -17,7 +17,6 @@ The copies cost twice the parameters' memory on the device and two passes over i
 nothing to overlap and always reads first (no copies).
 """
 import functools
-import math
 
 import torch
 
