@@ -10,6 +10,15 @@ layer's hand-written `backward`.  Subclasses implement only the lower-case hooks
     forward(bottom, top)       tops from bottoms
     backward(top, propagate_down, bottom)   bottom diffs (overwritten) and parameter diffs (accumulated, +=)
 
+Capabilities the runtime (brewnet/runtime) asks a layer about; the defaults suit a layer whose forward and
+backward are device work on its own blobs:
+
+    not_recordable              None, or why a CUDA-graph replay cannot stand for the layer (-compile refuses)
+    fusion                      None, or the group class that may run this layer and the next as one step:
+                                its match(net, i) returns a group for layer i, or None
+    keeps_running_statistics()  whether forward adds batch statistics to the layer's blobs the way BatchNorm
+                                does, so that the Net may pack them with the others' (runtime/running_sums.py)
+
 A loss weight w on top i means the net's objective includes w * sum(top[i]); like Caffe, the weight is
 stored in the top's diff so that a loss layer's backward reads its own scale from `top[0].diff`.
 """
@@ -40,6 +49,12 @@ class Layer:
     # Layers whose tops are views of the bottom's data (Split, Flatten, Reshape): writing such a top in place
     # writes the bottom.
     aliases_top_data = False
+    # Capabilities (module doc): most layers are recorded, run alone, and keep no running statistics.
+    not_recordable = None
+    fusion = None
+
+    def keeps_running_statistics(self):
+        return False
 
     def __init__(self, param):
         self.layer_param = param

@@ -40,6 +40,8 @@ def solver_share(phase):
 
 
 class BaseDataLayer(Layer):
+    # Each forward hands the tops the next batch, made on the host: a replay would repeat the recorded one.
+    not_recordable = "it makes each batch on the host every iteration"
     exact_num_bottom_blobs = 0
     min_top_blobs = 1
 

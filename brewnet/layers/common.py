@@ -482,6 +482,7 @@ class FilterLayer(Layer):
     """Filter: keeps the items n (along axis 0) whose selector (the last bottom, shape (N, 1, ...)) is nonzero,
     for each other bottom; top t = bottom t[selected].  Backward copies dy back to the selected items and
     zeros the rest.  At setup (before any data) the tops get the full batch size, as in Caffe."""
+    not_recordable = "the size of its output depends on the selector's values"
     min_bottom_blobs = 2
     min_top_blobs = 1
 

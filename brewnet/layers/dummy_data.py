@@ -15,6 +15,7 @@ from .base_data import BaseDataLayer
 
 @register_layer("DummyData")
 class DummyDataLayer(BaseDataLayer):
+    not_recordable = "its fillers draw its tops from the host's generator every iteration"
     def layer_setup(self, bottom, top):
         param = self.param.dummy_data_param
         n = len(top)

@@ -45,6 +45,7 @@ def read_hdf5_list(source):
 
 @register_layer("HDF5Data")
 class HDF5DataLayer(BaseDataLayer):
+    not_recordable = "it reads the next rows of its HDF5 files on the host every iteration"
     def layer_setup(self, bottom, top):
         self.expect(not self.param.HasField("transform_param"), f"{self.type} does not transform data.")
         param = self.param.hdf5_data_param
@@ -154,6 +155,7 @@ class HDF5DataLayer(BaseDataLayer):
 
 @register_layer("HDF5Output")
 class HDF5OutputLayer(Layer):
+    not_recordable = "it writes its bottoms to an HDF5 file on the host every iteration"
     exact_num_bottom_blobs = 2
     exact_num_top_blobs = 0
 

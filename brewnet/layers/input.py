@@ -11,6 +11,7 @@ from ..core.registry import register_layer
 
 @register_layer("Input")
 class InputLayer(Layer):
+    not_recordable = "the host writes its tops between iterations"
     exact_num_bottom_blobs = 0
     min_top_blobs = 1
 

@@ -20,6 +20,7 @@ from .base_data import BaseDataLayer
 
 @register_layer("MemoryData")
 class MemoryDataLayer(BaseDataLayer):
+    not_recordable = "it copies the next batch of the arrays it was given on the host every iteration"
     exact_num_top_blobs = 2
 
     def data_layer_setup(self, bottom, top):

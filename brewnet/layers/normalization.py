@@ -14,6 +14,7 @@ from ..core.layer import Layer
 from ..core.registry import create_layer, register_layer
 from ..errors import BrewnetError, LayerError
 from ..proto import caffe_pb2
+from .batch_norm_scale import BatchNormScale
 
 
 @register_layer("BatchNorm")
@@ -32,6 +33,7 @@ class BatchNormLayer(Layer):
     """
     exact_num_bottom_blobs = 1
     exact_num_top_blobs = 1
+    fusion = BatchNormScale         # with a following in-place Scale: one affine batch-norm kernel each way
 
     def layer_setup(self, bottom, top):
         p = self.param.batch_norm_param
@@ -93,7 +95,7 @@ class BatchNormLayer(Layer):
             # x_norm stays ours (backward needs it even when later layers overwrite the top in place).
             top[0].data.copy_(self.x_norm.view(shape))
 
-    # The two halves of forward, shared with the Net's fused BatchNorm + Scale (runtime/fusion.py).
+    # The two halves of forward, shared with the Net's fused BatchNorm + Scale (batch_norm_scale.py).
     def global_stats(self):
         """(mean, variance) from the running sums: blob0 / s and blob1 / s (0 when s == 0)."""
         s = self.blobs[2].data.reshape(())
@@ -146,6 +148,12 @@ class BatchNormLayer(Layer):
     # The Net's packed statistics this layer belongs to (runtime/running_sums.py), if any: its blobs and batch
     # buffers are then views of one tensor per net that a pass updates in two ops.
     running_sums = None
+
+    def keeps_running_statistics(self):
+        """Whether forward adds this batch's statistics to the three blobs (TRAIN: use_global_stats off), so
+        that the Net may pack them: the packing reads moving_average_fraction, points _stats_buffers at its
+        batch tensor and sets running_sums."""
+        return not self.use_global_stats and len(self.blobs) == 3
 
     def _batch_statistics(self, x):
         """Buffers for the kernel's "running" outputs (this batch's mean and unbiased variance, momentum 1),

@@ -79,6 +79,7 @@ def add_note(error, note):
 
 @register_layer("Python")
 class PythonLayer(Layer):
+    not_recordable = "its Python code runs on the host every iteration"
     def __init__(self, param):
         self.impl = None
         super().__init__(param)

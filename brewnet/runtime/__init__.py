@@ -10,13 +10,15 @@ of two objects, one per net and one per solver:
 
 and the layers through three entry points: deferred.add_to_diffs / scale_add (small blob updates applied
 together at the end of a pass), device_checks.deferring (label checks read where the pass reads its loss) and
-precision.lowered_call (bf16 / fp16 matrix products).
+precision.lowered_call (bf16 / fp16 matrix products).  The other way round, this package asks the layers
+about their capabilities (core/layer.py: not_recordable, fusion, keeps_running_statistics()) and matches no
+layer type string.
 
     net_runtime.py      the hooks of a Net, autograd off, dropping cleared diffs
     solver_runtime.py   the hooks of a Solver: precision, -compile, the loss read after the update
     deferred.py         small parameter-blob updates gathered over a pass
     device_checks.py    checks of device values read once per pass
-    fusion.py           layers run as one step (an in-place BatchNorm + Scale)
+    fusion.py           layers run as one step (groups named by the layers: layers/batch_norm_scale.py)
     running_sums.py     BatchNorm statistics packed into one tensor per net
     late_read.py        why the loss is read after the update on an accelerator, and the undo copies
     precision.py        bf16 / fp16 compute with fp32 master weights, loss scaling

@@ -17,12 +17,12 @@ created buffers exist; the layer blobs (weights and BatchNorm's running statisti
 are restored afterwards, so the warm-up leaves no trace.  During the recording `common.capturing()` is true
 and layers skip their host-side checks: a bad label met later trips a device assert instead of a LayerError.
 
-Not recordable, refused with a NetError naming the layer: Python layers and layers that read files or the
-host during forward (their work would be frozen into the graph), and any step that still makes the host
-wait for the device or copies host values into it (checked with HostSyncs on the last warm-up; of Caffe's
-layers only Filter would, and it is refused by name).  When blob shapes or memory change (a
-reshape, an eager forward in between), the step is recorded again.  Mixed precision runs eagerly (autocast
-caches its casts of the weights across a recording).
+Not recordable, refused with a NetError naming the layer: a layer that says why (its `not_recordable`
+reason, core/layer.py: Python layers, layers that read files or the host during forward, whose work would be
+frozen into the graph), and any step that still makes the host wait for the device or copies host values
+into it (checked with HostSyncs on the last warm-up; of Caffe's layers only Filter would, and it declares
+so).  When blob shapes or memory change (a reshape, an eager forward in between), the step is recorded
+again.  Mixed precision runs eagerly (autocast caches its casts of the weights across a recording).
 """
 import traceback
 
@@ -35,13 +35,6 @@ from ..core import common
 
 log = get_logger("capture")
 
-# Layer types a replay cannot stand for, and why.  Host work: what their forward does in Python or on files
-# every iteration, a replay would skip.
-_HOST_WORK = "it does host work every iteration"
-NOT_RECORDABLE = {**dict.fromkeys(("Python", "HDF5Output", "Data", "ImageData", "HDF5Data", "MemoryData",
-                                   "WindowData", "DummyData", "Input"), _HOST_WORK),
-                  "Filter": "the size of its output depends on the selector's values"}
-
 
 def source_layers(net):
     """How many leading layers produce data without bottoms (they run eagerly, outside the graph)."""
@@ -52,10 +45,11 @@ def source_layers(net):
 
 
 def check_recordable(net, first):
+    """Refuse the net if a layer from `first` on declares that a replay cannot stand for it."""
     for name, layer in list(zip(net.layer_names, net.layers))[first:]:
-        if layer.type in NOT_RECORDABLE:
+        if layer.not_recordable is not None:
             raise NetError(f"-compile: layer '{name}' of type {layer.type} cannot be recorded into a CUDA graph "
-                           f"({NOT_RECORDABLE[layer.type]}); run without -compile")
+                           f"({layer.not_recordable}); run without -compile")
 
 
 # Ops a CUDA graph cannot record: those after which the host must wait for the device (reading a value:

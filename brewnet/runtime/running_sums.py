@@ -17,10 +17,11 @@ layer's `_stats_buffers` are views of its part; the scale factor's slots hold 1)
 the same multiply, then add, per element as layer by layer (Caffe's axpby).  A pass that ran only some of
 the layers (Net.forward(start, end)) updates their parts alone.
 
-Members are the layers whose statistics nothing else updates: TRAIN-mode BatchNorms (use_global_stats off)
-with blobs of their own (not shared by `param { name }`), of one moving_average_fraction, dtype and device
-per group.  A member whose blob was given other memory since (`blob.data = ...`, Blob.from_proto) or whose
-kernels need other buffers (another dtype) is no longer packed: it updates its own blobs as before.
+Members are the layers whose statistics nothing else updates: those that keep running statistics
+(Layer.keeps_running_statistics(): TRAIN-mode BatchNorms, use_global_stats off) with blobs of their own
+(not shared by `param { name }`), of one moving_average_fraction, dtype and device per group.  A member
+whose blob was given other memory since (`blob.data = ...`, Blob.from_proto) or whose kernels need other
+buffers (another dtype) is no longer packed: it updates its own blobs as before.
 """
 import torch
 
@@ -106,15 +107,15 @@ class RunningSums:
 
 
 def pack(net):
-    """Give the net's TRAIN-mode BatchNorm layers packed running sums (see the module doc); each member's
-    `running_sums` is its group."""
+    """Give the net's layers that keep running statistics (BatchNorm in TRAIN: keeps_running_statistics())
+    packed running sums (see the module doc); each member's `running_sums` is its group."""
     shared = set()          # blobs of parameters shared by name: owners and sharers
     for i, owner in enumerate(net.param_owners):
         if owner >= 0:
             shared |= {id(net.params[i]), id(net.params[owner])}
     groups = {}
     for layer in net.layers:
-        if layer.type != "BatchNorm" or layer.use_global_stats or len(layer.blobs) != 3:
+        if not layer.keeps_running_statistics():
             continue
         if any(id(blob) in shared for blob in layer.blobs):
             continue

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from brewnet.core import common
-from brewnet.runtime.capture import (NOT_RECORDABLE, CapturedStep, HostSyncs, check_recordable, compiled_step,
-                                  source_layers)
+from brewnet.runtime.capture import CapturedStep, HostSyncs, check_recordable, compiled_step, source_layers
 from brewnet.core.net import Net
+from brewnet.core.registry import layer_class, layer_type_list
 from brewnet.runtime.precision import Precision
 from brewnet.errors import NetError
 from brewnet.layers.python_layer import PythonLayerBase
@@ -115,8 +115,31 @@ def test_a_filter_layer_is_refused_by_name():
         check_recordable(net, source_layers(net))
 
 
+def test_a_layer_declaring_it_not_recordable_is_refused_with_its_own_reason():
+    from tests.runtime import capability_layers  # noqa: F401  (registers HostCounter)
+    text = NET.replace('layer { name: "drop" type: "Dropout" bottom: "pool" top: "pool" }',
+                       'layer { name: "count" type: "HostCounter" bottom: "pool" top: "pool" }') % ""
+    net = Net(parse_text(text, caffe_pb2.NetParameter()))
+    with pytest.raises(NetError, match=r"layer 'count' of type HostCounter cannot be recorded into a CUDA graph "
+                                       r"\(it counts its calls on the host\); run without -compile"):
+        check_recordable(net, source_layers(net))
+    check_recordable(net, net.layer_index("ip"))       # from a later layer on, nothing refuses
+
+
+NOT_RECORDABLE_TYPES = {"Data", "DummyData", "Filter", "HDF5Data", "HDF5Output", "ImageData", "Input", "MemoryData",
+                        "Python", "WindowData"}
+
+
+def test_the_data_python_and_filter_layers_say_why_they_cannot_be_recorded():
+    builtin = [t for t in layer_type_list() if layer_class(t).__module__.startswith("brewnet.")]
+    refused = {t: layer_class(t).not_recordable for t in builtin if layer_class(t).not_recordable is not None}
+    assert set(refused) == NOT_RECORDABLE_TYPES
+    assert all(isinstance(reason, str) and reason.startswith(("it ", "its ", "the ")) for reason in refused.values())
+    assert "Convolution" in builtin and "BatchNorm" in builtin
+
+
 class Twice(PythonLayerBase):
-    """A Python layer (only its type matters to check_recordable)."""
+    """A Python layer (its not_recordable reason, PythonLayer's, is what check_recordable reads)."""
 
     def setup(self, bottom, top):
         pass
@@ -169,7 +192,7 @@ def test_every_caffe_layer_records_without_host_work_and_computes_caffes_numbers
         set_golden_top_diffs(layer_param, arrays, top)
     with common.graph_capture(), HostSyncs() as syncs:
         step()
-    if case["layer_type"] in NOT_RECORDABLE:          # Filter: its output size depends on the values
+    if layer_class(case["layer_type"]).not_recordable:      # Filter: its output size depends on the values
         assert syncs.found and all(s.startswith("aten.nonzero") for s in syncs.found), syncs.found
         return
     assert syncs.found == []

@@ -1,10 +1,12 @@
-"""The Net's fused BatchNorm + Scale step (runtime/fusion.py) against the two layers run one by one, and the
-Net's top_data_kept analysis that lets ReLU read its top in backward."""
+"""The Net's fused BatchNorm + Scale step (runtime/fusion.py, layers/batch_norm_scale.py) against the two
+layers run one by one, and the Net's top_data_kept analysis that lets ReLU read its top in backward."""
 import numpy as np
 import pytest
 import torch
 
 from brewnet.core.net import Net
+from brewnet.layers.batch_norm_scale import BatchNormScale
+from brewnet.runtime.fusion import find_groups
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 
@@ -213,6 +215,43 @@ def test_scale_out_of_place_is_not_fused():
     # BatchNorm's output would be observable in blob "conv": no group.
     net = block_net(True, scale_top="scaled")
     assert net.runtime.group_of == {}
+
+
+def net_from(text, **kw):
+    torch.manual_seed(0)
+    return Net(parse_text(text, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN, **kw)
+
+
+@pytest.mark.parametrize("where", ["before-relu", "last"])
+def test_batchnorm_without_a_scale_after_it_forms_no_group(where):
+    # BatchNorm names its fusion partner; the partner's match sees no Scale after it.
+    text = BLOCK % dict(bn="", scale_top="conv")
+    if where == "before-relu":
+        text = text.replace('layer { name: "sc"', 'layer { name: "relu0" type: "ReLU" bottom: "conv" top: "conv" }\n'
+                                                  'layer { name: "sc"')
+    else:
+        text = 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 4 dim: 3 } } }\n' \
+               'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }'
+    net = net_from(text)
+    assert net.layer_by_name("bn").fusion is BatchNormScale
+    assert find_groups(net) == [] and net.runtime.group_of == {}
+
+
+def test_the_fusion_partner_is_asked_of_the_layer_not_its_type_string():
+    from tests.runtime import capability_layers  # noqa: F401  (registers RenamedBatchNorm)
+    results = []
+    for bn_type in ("BatchNorm", "RenamedBatchNorm"):
+        net = net_from((BLOCK % dict(bn="", scale_top="conv")).replace('type: "BatchNorm"', f'type: "{bn_type}"'))
+        assert net.layers[2].type == bn_type
+        g = torch.Generator().manual_seed(1)
+        net.blobs["data"].data.copy_(torch.randn(4, 3, 6, 6, generator=g))
+        net.blobs["label"].data.copy_(torch.tensor([0.0, 1, 2, 1]))
+        losses = [net.forward_backward() for _ in range(2)]
+        group = net.runtime.group_of[2]
+        assert type(group) is BatchNormScale and (group.first, group.last) == (2, 3) and group.fused_forward
+        results.append((losses, state(net)))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(results[0][1][key], results[1][1][key]) for key in results[0][1])
 
 
 # --- top_data_kept -----------------------------------------------------------------------------------------

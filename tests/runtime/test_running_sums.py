@@ -127,6 +127,28 @@ def test_statistics_shared_by_name_are_not_packed(monkeypatch):
     assert_identical(statistics(reference), statistics(packed))
 
 
+def test_batchnorms_on_global_statistics_keep_none_and_are_not_packed(monkeypatch):
+    net = make_net(monkeypatch, True, bn1="batch_norm_param { use_global_stats: true }")
+    assert [layer.keeps_running_statistics() for layer in net.layers if layer.type == "BatchNorm"] == \
+        [False, True, True, True]
+    assert [sorted(layer.name for layer in g.layers) for g in net.runtime.running_sums] == [["bn2", "bn3"]]
+    assert net.layer_by_name("bn1").running_sums is None
+    monkeypatch.setattr(NetRuntime, "pack_running_sums", True)
+    test_net = Net(parse_text(NET % dict(bn1="", bn2="", bn3=""), caffe_pb2.NetParameter()), phase=caffe_pb2.TEST)
+    assert not any(layer.keeps_running_statistics() for layer in test_net.layers)
+    assert test_net.runtime.running_sums == []
+
+
+def test_running_statistics_are_asked_of_the_layer_not_its_type_string(monkeypatch):
+    from tests.runtime import capability_layers  # noqa: F401  (registers RenamedBatchNorm)
+    renamed = 'type: "RenamedBatchNorm" bottom: "b" top: "b"'
+    text = (NET % dict(bn1="", bn2="", bn3="")).replace('type: "BatchNorm" bottom: "b" top: "b"', renamed)
+    monkeypatch.setattr(NetRuntime, "pack_running_sums", True)
+    net = Net(parse_text(text, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN)
+    assert net.layer_by_name("bn2").type == "RenamedBatchNorm"
+    assert [sorted(layer.name for layer in g.layers) for g in net.runtime.running_sums] == [["bn1", "bn2", "bn3"]]
+
+
 def test_debug_info_updates_layer_by_layer_with_the_same_numbers(monkeypatch):
     reference, packed = make_net(monkeypatch, False), make_net(monkeypatch, True)
     packed.debug_info = True            # no gathered scope: each layer's part at once
