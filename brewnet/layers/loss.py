@@ -227,7 +227,8 @@ class SoftmaxWithLossLayer(NormalizedLoss):
         label_data = bottom[1].data
         outer, channels, inner = self.outer, self.channels, self.inner
         self.prob, self.valid, self.count = None, None, outer * inner
-        if (label_data.is_cpu and device_checks.deferring(label_data) is None) or common.capturing():
+        if (label_data.is_cpu and (not device_checks.DEFER_ON_CPU or device_checks.deferring(label_data) is None)) \
+                or common.capturing():
             # gather checks every index on the CPU: the explicit range check runs only when it fails.  The
             # labels go into a kept int64 buffer, already shaped for gather (copy_ truncates as .to() does).
             flat, shaped = self._label_buffer(label_data, outer, inner)

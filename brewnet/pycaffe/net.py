@@ -143,11 +143,13 @@ class Net:
 
     # --- the NumPy/device coherence point ---------------------------------------------------------------------
     def _sync(self):
-        """Write every host mirror back to its device tensor and drop it (no-op on the CPU)."""
+        """Write every host mirror back to its device tensor and drop it (no-op on the CPU, which has none)."""
         for view in self._blob_views:
-            view.flush()
+            if view._host:
+                view.flush()
         for vec in self._param_vecs:
-            vec.flush()
+            if any(view._host for view in vec._views.values()):
+                vec.flush()
         for layer in self._layer_views:
             if not isinstance(layer, LayerView):
                 flush = getattr(getattr(layer, "blobs", None), "flush", None)

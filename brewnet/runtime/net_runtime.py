@@ -136,7 +136,8 @@ class NetRuntime:
 
     # --- hook 3: the checks of a pass -------------------------------------------------------------------------
     def check_values(self):
-        self.checks.resolve()
+        if self.checks.flags:           # none on the CPU: its layers checked at once
+            self.checks.resolve()
 
     # --- hook 4: clearing the gradients -----------------------------------------------------------------------
     def clear_param_diffs(self):

@@ -346,6 +346,7 @@ class Precision:
             raise BrewnetError(f"precision {self.mode}: loss scaling options ({', '.join(scaler_args)}) apply to "
                                "fp16 only")
         self.scaler = LossScaler(**scaler_args) if self.mode == FP16 else None
+        self.enabled = self.mode != FP32       # anything to do beyond fp32 (the solver's step asks each iteration)
 
     @classmethod
     def of(cls, value=None):
@@ -353,10 +354,6 @@ class Precision:
         if isinstance(value, Precision):
             return value
         return cls(get_precision() if value is None else value)
-
-    @property
-    def enabled(self):
-        return self.mode != FP32
 
     def compute(self, device="cpu"):
         """The context a net's forward/backward runs in: nothing for fp32; else autocast, with the `lowered`

@@ -26,7 +26,8 @@ class SolverRuntime:
     def reads_after_update(self):
         if self.read_after_update is not None:
             return self.read_after_update
-        return reads_late_by_default(self.solver.net.device)
+        net = self.solver.net
+        return not net.runtime.on_cpu and reads_late_by_default(net.device)      # the CPU: always first
 
     def reads_late(self, display):
         """Display iterations read first, so that the loss is logged before the update's lr line (Caffe's log
