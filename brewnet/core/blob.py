@@ -41,8 +41,8 @@ def flat(tensor):
 def scale_all(tensors, factor):
     """tensor *= factor for every tensor of the list (one dtype and device), in one multi-tensor op.  On the
     CPU the factor goes in as a 0-d tensor of their dtype: the scalar form wraps it into a new tensor for
-    each list element (4x slower over ResNet-50's 320 parameters); the product is the same, rounded in the
-    tensors' dtype."""
+    each list element (a cost per parameter blob); the product is the same, rounded in the tensors'
+    dtype."""
     if tensors and tensors[0].is_cpu:
         factor = torch.full((), factor, dtype=tensors[0].dtype)
     torch._foreach_mul_(tensors, factor)

@@ -177,7 +177,7 @@ class InnerProductLayer(Layer):
 def _matrix(tensor, rows, columns, view=False):
     """`tensor` as the (rows, columns) matrix InnerProduct computes with: itself when it is that already
     (a 2-D blob), else tensor.reshape (view=True: tensor.view, for the memory a kernel writes into).  A view
-    costs about a microsecond, as much as a tiny net's kernel."""
+    costs as much as a tiny net's kernel."""
     if tensor.dim() == 2 and tensor.shape[0] == rows:
         return tensor
     return tensor.view(rows, columns) if view else tensor.reshape(rows, columns)

@@ -94,9 +94,9 @@ class PoolGeometry:
 
 
 def _torch_max_pool(x, kernel, stride, pad=(0, 0), ceil_mode=False):
-    """torch's max pooling with argmax.  Its CPU kernel is 4-17x slower on NCHW than on channels-last input
-    (LeNet's pool1: 4.3 ms against 0.4 ms) and gives the same windows, first-maximum ties, NaN handling and
-    plane indices there: on the CPU converting there and back still wins 2.4-5.7x."""
+    """torch's max pooling with argmax.  Its CPU kernel is far slower on NCHW than on channels-last input,
+    where it gives the same windows, first-maximum ties, NaN handling and plane indices: on the CPU converting
+    there and back wins (benchmarks/layers.py times both)."""
     if x.device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
     return F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil_mode, return_indices=True)

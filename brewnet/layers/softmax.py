@@ -27,7 +27,7 @@ class SoftmaxLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.split)
         if self.split[2] == 1:
-            x = x.view(self.split[:2])      # the last dimension: torch's vectorized kernel (~10x faster)
+            x = x.view(self.split[:2])      # the last dimension: torch's vectorized kernel
         top[0].data.copy_(torch.softmax(x, dim=1).view(top[0].shape))
 
     def backward(self, top, propagate_down, bottom):

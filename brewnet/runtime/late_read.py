@@ -12,8 +12,8 @@ loss, which brewnet adds, stops training before a weight changes) and reads late
 accelerator the step (solver_runtime.py) saves the parameters, the solver's history, `iter` and `current_step` here
 (device-to-device copies, issued behind backward), issues the update, then reads the loss and the layers'
 checks; when they fail, `restore` puts everything back before the error is raised.
-The copies cost twice the parameters' memory on the device and two passes over it per step (ResNet-50:
-200 MB, about 0.1 ms on an H200); BREWNET_READ_FIRST=1 reads first instead, without them.  The CPU has
+The copies cost twice the parameters' memory on the device (ResNet-50: 200 MB) and two passes over it per
+step, small beside the step itself; BREWNET_READ_FIRST=1 reads first instead, without them.  The CPU has
 nothing to overlap and always reads first (no copies).
 """
 import functools

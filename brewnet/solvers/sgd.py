@@ -41,8 +41,8 @@ class SGDSolver(Solver):
     # How apply_update cuts the parameters into Parts (update_pipeline.parts): False, one at a time (Caffe's
     # loop); True, all at once; None (default), all at once on an accelerator (a kernel launch per step
     # instead of per parameter and step: ResNet-50 has 320 parameter blobs), and on the CPU the small ones at
-    # once and those over CHUNK values slice by slice, finished while in cache (ResNet-50's update: 33 ms
-    # batched, 23 ms in slices).
+    # once and those over CHUNK values slice by slice, finished while in cache (a large parameter is then
+    # read from memory once instead of once per step of the pipeline).
     batched_update = None
     # Values per slice: three slices of 1 MiB (data, diff, history) stay in the cache for all the steps.
     CHUNK = 1 << 18

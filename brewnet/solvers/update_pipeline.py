@@ -139,8 +139,8 @@ def _subset(values, positions):
 
 def _product(F, a, b):
     """float(F(a) * F(b)): a rate or decay times its multiplier, rounded in the blobs' precision F as Caffe
-    computes it.  Cached: NumPy scalar arithmetic costs about a microsecond a product, and a step asks for the
-    same few products again (a tiny net's whole update takes a few tens of microseconds).  Zeros are not
+    computes it.  Cached: NumPy scalar arithmetic costs as much as a small tensor op, and a step asks for the
+    same few products again (a tiny net's whole update is a handful of such ops).  Zeros are not
     (0.0 and -0.0 are one key)."""
     return _cached_product(F, a, b) if a and b else float(F(a) * F(b))
 
