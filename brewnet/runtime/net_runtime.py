@@ -5,7 +5,8 @@ Net (book 5.5) runs its layers; what brewnet adds for speed is here, reached onl
     pass_scope()                 the scope of a forward or a backward pass: autograd off; the layers' small blob
                                  updates (BatchNorm statistics, gradients) gathered and applied together at its
                                  end (deferred.py); their checks of device values collected (device_checks.py)
-    fused_group(i, low, high)    layers that run as one step (fusion.py: an in-place BatchNorm + Scale pair)
+    fused_group(i, low, high)    layers that run as one step (fusion.py asks each layer's `fusion`: BatchNorm's
+                                 is layers/batch_norm_scale.py, an in-place BatchNorm + Scale pair)
     check_values()               raise what the checks of the last pass found: one read of the device
     clear_param_diffs()          every diff zeroed, or dropped when nothing else holds it (Blob.release_diff)
 

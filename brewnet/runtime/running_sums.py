@@ -6,8 +6,7 @@ Every BatchNorm in TRAIN adds its batch statistics to its three blobs in each Fo
 
 and runtime/deferred.py gathers those updates over a pass.  Over ResNet-50's 53 BatchNorms that is still 159
 small tensors a pass: two multi-tensor ops whose lists the host builds layer by layer, and on the CPU a
-multi-tensor op is a loop over its tensors (0.6 ms a pass of the thin ResNet-50, as much as its 53
-batch-norm kernels).  So the Net lays the three blobs of its BatchNorms out in one tensor, `sums` (each
+multi-tensor op is a loop over its tensors (for the thin ResNet-50, as long as its 53 batch-norm kernels).  So the Net lays the three blobs of its BatchNorms out in one tensor, `sums` (each
 blob's data is a view of its part: pycaffe arrays, snapshots and test nets sharing the blobs see the same
 memory), and the statistics the batch-norm kernels write in a second one of the same layout, `batch` (a
 layer's `_stats_buffers` are views of its part; the scale factor's slots hold 1).  A pass then ends with
