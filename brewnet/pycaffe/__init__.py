@@ -22,7 +22,8 @@ from ..proto.caffe_pb2 import TEST, TRAIN
 from . import io
 from .classifier import Classifier
 from .detector import Detector
-from .net import Net, has_nccl, init_log, log, set_mode_gpu, set_precision
+from .functions import has_nccl, init_log, log, set_mode_gpu, set_precision
+from .net import Net
 from .net_spec import NetSpec, layers, params, to_proto
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver,
                      Solver, Timer, get_solver)

@@ -16,17 +16,15 @@ array kept across a forward on the GPU is a snapshot: read `blob.data` again to 
 import collections
 import itertools
 import os
-import sys
 
 import numpy as np
 
-from .. import switches
 from ..core.net import Net as CoreNet
-from ..runtime.precision import Precision, get_precision, set_precision  # noqa: F401  (caffe.set_precision)
-from ..errors import BrewnetError, NetError
-from ..log import get_logger
+from ..runtime.precision import Precision, get_precision
+from ..errors import BrewnetError
 from ..proto import caffe_pb2
 from .blob import PyBlob, PyBlobVec
+from .input_arrays import InputArrays
 
 
 class UnknownNameError(BrewnetError, KeyError):
@@ -84,7 +82,7 @@ def _parse_phase(phase):
     raise BrewnetError(f"Expect: phase caffe.TRAIN (0) or caffe.TEST (1), Actual: {phase!r}")
 
 
-class Net:
+class Net(InputArrays):
     """pycaffe's Net.  Constructors, as in pycaffe:
 
         Net(network_file, phase, level=0, stages=None, weights=None)
@@ -379,51 +377,6 @@ class Net:
                 all_diffs[name].append(_rows(grads[name], rows))
         return ({k: _join(v) for k, v in all_outs.items()}, {k: _join(v) for k, v in all_diffs.items()})
 
-    def set_input_arrays(self, data, labels):
-        """Hand arrays to the net's MemoryData layer: data N x C x H x W, labels N (or N x 1 x 1 x 1); other
-        dtypes and layouts are converted (a float32, C-contiguous array is served as it is, not copied)."""
-        layer, top = self._memory_data_layer("set_input_arrays")
-        data, labels = np.asarray(data), np.asarray(labels)
-        chw = tuple(layer.chw)
-        if data.ndim != 4 or data.shape[1:] != chw:
-            raise InputArraysError(f"set_input_arrays: Expect: data for blob '{top}' of shape (N, "
-                                   f"{', '.join(map(str, chw))}), Actual: an array of shape {data.shape}")
-        if labels.ndim == 4 and labels.shape[1:] == (1, 1, 1):
-            labels = labels.reshape(len(labels))
-        if labels.ndim != 1 or len(labels) != len(data):
-            raise InputArraysError(f"set_input_arrays: Expect: labels of shape ({len(data)},) or "
-                                   f"({len(data)}, 1, 1, 1), one per data row, Actual: an array of shape "
-                                   f"{labels.shape}")
-        self._check_rows(layer, len(data))
-        layer.set_input_arrays(np.ascontiguousarray(data, dtype=np.float32),
-                               np.ascontiguousarray(labels, dtype=np.float32))
-
-    def _set_input_arrays(self, data, labels):
-        """pycaffe's binding under set_input_arrays, as strict as Caffe's: data a C-contiguous float32
-        N x C x H x W array, labels a C-contiguous float32 N x 1 x 1 x 1 array, N a multiple of the batch size.
-        Both are served as they are (no copy on the CPU), so the caller keeps them alive and unchanged."""
-        layer, top = self._memory_data_layer("_set_input_arrays")
-        _check_input_array(data, "data array", tuple(layer.chw), top)
-        _check_input_array(labels, "labels array", (1, 1, 1), top)
-        if data.shape[0] != labels.shape[0]:
-            raise InputArraysError(f"_set_input_arrays: data and labels must have the same first dimension: "
-                                   f"Expect: {data.shape[0]} labels, Actual: {labels.shape[0]}")
-        self._check_rows(layer, data.shape[0])
-        layer.set_input_arrays(data, labels.reshape(labels.shape[0]))
-
-    def _memory_data_layer(self, caller):
-        layer = next((l for l in self._net.layers if l.type == "MemoryData"), None)
-        if layer is None:
-            raise InputArraysError(f"{caller} may only be called if the net has a MemoryData layer "
-                                   f"(net '{self.name}' has none)")
-        return layer, self._net.blob_names[self._net.top_ids[self._net.layer_index(layer.name)][0]]
-
-    @staticmethod
-    def _check_rows(layer, rows):
-        if rows == 0 or rows % layer.batch_size:
-            raise InputArraysError(f"set_input_arrays (layer '{layer.name}'): Expect: a number of rows that is a "
-                                   f"positive multiple of the batch size {layer.batch_size}, Actual: {rows}")
-
     def reshape(self):
         self._sync()
         self._net.reshape()
@@ -487,24 +440,6 @@ class Net:
         return f"<caffe.Net {self.name!r}: {len(self._net.layers)} layers, inputs {self.inputs}>"
 
 
-class InputArraysError(NetError, RuntimeError):
-    """Arrays that a MemoryData layer cannot serve (a RuntimeError too, as Caffe's binding raises)."""
-
-
-def _check_input_array(array, what, trailing, top):
-    """Caffe's checks of an array handed to _set_input_arrays, in its order."""
-    if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
-        raise InputArraysError(f"_set_input_arrays: {what} must be a C contiguous NumPy array "
-                               f"(np.ascontiguousarray), Actual: {type(array).__name__}")
-    if array.ndim != 4:
-        raise InputArraysError(f"_set_input_arrays: {what} must be 4-d, Actual: shape {array.shape}")
-    if array.dtype != np.float32:
-        raise InputArraysError(f"_set_input_arrays: {what} must be float32, Actual: {array.dtype}")
-    if array.shape[1:] != trailing:
-        raise InputArraysError(f"_set_input_arrays: {what} for blob '{top}': Expect: shape (N, "
-                               f"{', '.join(map(str, trailing))}), Actual: {array.shape}")
-
-
 def _broadcasts(src, dst):
     """True when `dst[...] = src` works and keeps the batch: pycaffe lets NumPy broadcast the rest."""
     if not src or not dst or src[0] != dst[0]:
@@ -524,49 +459,3 @@ def _join(parts):
     if parts and np.ndim(parts[0]) == 0:
         return np.asarray(parts)
     return np.concatenate(parts) if parts else np.empty((0,))
-
-
-# --- pycaffe's module-level logging functions -------------------------------------------------------------------
-_GLOG_LEVELS = {0: 20, 1: 30, 2: 40, 3: 50}        # glog INFO/WARNING/ERROR/FATAL -> logging levels
-
-
-def init_log(level=None, stderr=True):
-    """pycaffe's init_log(), init_log(level) and init_log(level, stderr): glog-style lines on stderr, at or
-    above glog severity `level` (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL; default GLOG_minloglevel)."""
-    from .. import log as brewnet_log
-    python_level = None if level is None else _GLOG_LEVELS.get(int(level), 50)
-    brewnet_log.init_log(python_level, sys.stderr if stderr else sys.stdout)
-
-
-def log(message):
-    """Write `message` to the log at INFO (pycaffe's caffe.log)."""
-    get_logger("python").info("%s", message)
-
-
-def has_nccl():
-    """True: caffe.NCCL (multi-process training, BVLC's train.py) is there, on torch.distributed — NCCL
-    between GPUs, gloo between CPU processes (brewnet/parallel/nccl.py)."""
-    return True
-
-
-# --- GPU mode in a script written for a GPU ---------------------------------------------------------------------
-REQUIRE_GPU_VARIABLE = "BREWNET_REQUIRE_GPU"
-_fallback_warned = []
-
-
-def set_mode_gpu():
-    """pycaffe's set_mode_gpu.  Without a CUDA device brewnet stays in CPU mode and says so in a WARNING (once
-    per process), so that a script written for GPUs (BVLC's train.py, a notebook) runs on the CPU instead of
-    failing; caffe.set_device then only records the id.  BREWNET_REQUIRE_GPU=1 makes it an error, as
-    brewnet.set_mode_gpu() and `caffe train -gpu` always are."""
-    import torch
-    from ..core import common
-    if torch.cuda.is_available() or switches.value(REQUIRE_GPU_VARIABLE) == "1":
-        common.set_mode_gpu()
-        return
-    common.set_mode_cpu()
-    if not _fallback_warned:
-        _fallback_warned.append(True)
-        get_logger("pycaffe").warning(
-            "set_mode_gpu: no CUDA device is available (torch.cuda.is_available() is False); brewnet computes "
-            "on the CPU instead (%s=1 makes this an error)", REQUIRE_GPU_VARIABLE)

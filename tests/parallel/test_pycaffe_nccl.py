@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import caffe
-from brewnet.pycaffe import net as pycaffe_net
+from brewnet.pycaffe import functions as pycaffe_functions
 from brewnet.core import common
 from brewnet.parallel import DistributedError
 
@@ -76,7 +76,7 @@ def test_set_mode_gpu_without_cuda_falls_back_to_the_cpu_with_a_warning(caplog, 
     caffe.set_multiprocess(True)
     assert caffe.multiprocess()
     caffe.set_multiprocess(False)
-    monkeypatch.setattr(pycaffe_net, "_fallback_warned", [])            # the warning comes once per process
+    monkeypatch.setattr(pycaffe_functions, "_fallback_warned", [])            # the warning comes once per process
     try:
         with caplog.at_level("WARNING", logger="brewnet"):
             caffe.set_device(1)

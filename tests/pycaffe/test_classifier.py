@@ -7,7 +7,7 @@ import caffe
 from brewnet.errors import BrewnetError
 from brewnet.tools import classify
 
-from .test_net import LENET_DEPLOY
+from .conftest import LENET_DEPLOY
 
 
 @pytest.fixture
