@@ -34,3 +34,14 @@ def deploy(tmp_path):
 @pytest.fixture
 def digits(nets):
     return np.load(nets / "lenet_test.inputs.npz")
+
+
+def linear_net(tmp_path, rows, columns):
+    """caffe.Net over Input (rows x columns) -> InnerProduct with 2 outputs, force_backward, TEST phase."""
+    path = tmp_path / "lin.prototxt"
+    path.write_text(f"""force_backward: true
+        layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ dim: {rows} dim: {columns} }} }} }}
+        layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+                inner_product_param {{ num_output: 2 weight_filler {{ type: "gaussian" }} }} }}""")
+    import caffe
+    return caffe.Net(str(path), caffe.TEST)

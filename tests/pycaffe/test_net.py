@@ -7,6 +7,7 @@ import torch.nn.functional as F
 import caffe
 from caffe.proto import caffe_pb2
 from brewnet.errors import BrewnetError
+from .conftest import linear_net
 
 def caffemodel_arrays(path):
     """{layer: [arrays]} read straight from the caffemodel protobuf."""
@@ -134,12 +135,7 @@ def test_forward_and_backward_start_end(deploy, nets, digits):
 
 
 def test_backward_with_top_diffs(tmp_path):
-    path = tmp_path / "lin.prototxt"
-    path.write_text("""force_backward: true
-        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 3 dim: 4 } } }
-        layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
-                inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }""")
-    net = caffe.Net(str(path), caffe.TEST)
+    net = linear_net(tmp_path, 3, 4)
     x = np.arange(12.0).reshape(3, 4)
     dy = np.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]])
     net.forward(x=x)

@@ -4,6 +4,7 @@ import pytest
 
 import caffe
 from brewnet.errors import BrewnetError
+from .conftest import linear_net
 
 
 # --- batching helpers ------------------------------------------------------------------------------------------
@@ -33,12 +34,7 @@ def test_forward_all_batches_and_pads(deploy, nets):
 
 
 def test_forward_backward_all(tmp_path):
-    path = tmp_path / "lin.prototxt"
-    path.write_text("""force_backward: true
-        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 3 } } }
-        layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
-                inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }""")
-    net = caffe.Net(str(path), caffe.TEST)
+    net = linear_net(tmp_path, 4, 3)
     w = net.params["ip"][0].data.copy()
     x = np.random.RandomState(0).randn(10, 3)
     dy = np.random.RandomState(1).randn(10, 2)
