@@ -49,6 +49,7 @@ TOOLS = {
     "convert_mnist_data": "convert MNIST IDX files into an LMDB/LevelDB",
     "draw_net": "draw a net prototxt as an image (python/draw_net.py)",
     "extract_features": "extract the blobs a trained net computes into databases",
+    "make_voc_digits": "write a VOC2012-layout segmentation set of MNIST digits",
     "parse_log": "parse a training log into .train and .test CSV tables",
     "plot_training_log": "plot curves from training logs into a PNG",
     "upgrade_net_proto_binary": "upgrade a V0/V1 binary net (old caffemodel)",
