@@ -29,11 +29,7 @@ iteration and for all label channels at once.
 """
 import torch
 
-from ..errors import BrewnetError
-
-
-class LatticeError(BrewnetError, ValueError):
-    """Features or values that the permutohedral lattice cannot take (wrong rank, sizes that do not match)."""
+from ..errors import DenseCRFError
 
 
 def _elevate(features):
@@ -97,7 +93,7 @@ class _KeyCoder:
         span = keys.amax(0) + margin - self.low + 1
         radix = torch.cumprod(torch.cat([span.new_ones(1), span[:-1]]), 0)
         if float(torch.prod(span.double())) >= 2.0 ** 62:
-            raise LatticeError(f"features spread too widely for the lattice: key span {span.tolist()} "
+            raise DenseCRFError(f"features spread too widely for the lattice: key span {span.tolist()} "
                                "does not fit a 64-bit key (are they divided by their thetas?)")
         self.radix = radix
 
@@ -124,7 +120,7 @@ class PermutohedralLattice:
         """Gaussian-filter `values` ((N,) or (N, C)): the raw lattice sum, or with `normalized` divided by the
         filtered ones (densecrf's normalisation, which makes a constant input come out unchanged)."""
         if values.dim() not in (1, 2) or values.shape[0] != self.num_points:
-            raise LatticeError(f"values of shape {tuple(values.shape)} do not fit a lattice of "
+            raise DenseCRFError(f"values of shape {tuple(values.shape)} do not fit a lattice of "
                                f"{self.num_points} points: expected ({self.num_points},) or ({self.num_points}, C)")
         flat = values if values.dim() == 2 else values[:, None]
         out = self._slice(self._blur(self._splat(flat)))
@@ -161,9 +157,9 @@ def build(features):
     """The permutohedral lattice of `features`, an (N, d) tensor already divided by the kernel widths; the
     geometry is computed in float64 whatever the features' dtype, so float32 and float64 filters agree."""
     if features.dim() != 2 or features.shape[1] < 1 or features.shape[0] < 1:
-        raise LatticeError(f"features must be an (N, d) tensor with N, d >= 1, got shape {tuple(features.shape)}")
+        raise DenseCRFError(f"features must be an (N, d) tensor with N, d >= 1, got shape {tuple(features.shape)}")
     if not torch.is_floating_point(features) or not bool(torch.isfinite(features).all()):
-        raise LatticeError("features must be finite floating-point values")
+        raise DenseCRFError("features must be finite floating-point values")
     n, d = features.shape
     rem0, rank, bary = _enclosing_simplex(_elevate(features.double()))
     keys = _vertex_keys(rem0, rank).reshape(-1, d)

@@ -11,7 +11,8 @@ or a wrong width would fail.
 import pytest
 import torch
 
-from brewnet.layers.permutohedral import LatticeError, build, gaussian_filter_exact
+from brewnet.errors import DenseCRFError
+from brewnet.layers.permutohedral import build, gaussian_filter_exact
 
 
 def _points(n, d, spread, dtype=torch.float64, seed=0):
@@ -106,8 +107,8 @@ def test_float32_agrees_with_float64(d):
 
 
 def test_bad_shapes_are_named():
-    with pytest.raises(LatticeError, match=r"\(N, d\).*shape \(5,\)"):
+    with pytest.raises(DenseCRFError, match=r"\(N, d\).*shape \(5,\)"):
         build(torch.zeros(5))
     lattice = build(torch.zeros(4, 2))
-    with pytest.raises(LatticeError, match=r"shape \(3, 2\) do not fit a lattice of 4 points"):
+    with pytest.raises(DenseCRFError, match=r"shape \(3, 2\) do not fit a lattice of 4 points"):
         lattice.filter(torch.zeros(3, 2))
