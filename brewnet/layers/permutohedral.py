@@ -9,8 +9,8 @@ in three steps, all linear in v:
 
 1. embed each point into the hyperplane {x in R^(d+1): sum x = 0}, scaled (as densecrf does) so that the blur of
    step 2 is a Gaussian of standard deviation 1 in feature units; find the enclosing simplex of the lattice
-   (d+1) * Z^(d+1) ∩ plane by rounding to the nearest remainder-0 point and ranking the residuals; the
-   point's d+1 barycentric weights over the simplex's vertices sum to 1;
+   (the plane's integer points whose coordinates are all congruent mod d+1) by rounding to the nearest
+   remainder-0 point and ranking the residuals; the point's d+1 barycentric weights sum to 1;
 2. splat: every vertex receives the weighted sum of the values of the points around it; blur: along each of
    the d+1 lattice directions in turn, every vertex becomes [1, 2, 1] / 4 of (its neighbour back, itself,
    its neighbour forward), a missing neighbour counting as zero;
@@ -18,9 +18,11 @@ in three steps, all linear in v:
 
 The vertices are found without a hash table: each vertex key (its first d integer coordinates; the last is
 minus their sum) is packed into one int64, `torch.unique` numbers the distinct keys (its inverse gives every
-point's vertex indices), and `searchsorted` on the sorted keys finds each vertex's neighbours.
+point's vertex indices), and `searchsorted` on the sorted keys finds each vertex's neighbours.  The three steps
+are then products with sparse CSR matrices made once from these indices.
 
-The constant c is not 1 (it depends on d and, a little, on where the points fall in their simplices; densecrf
+The constant c is not 1 (it depends on d, on the density of the points, since blurred mass that reaches a
+missing vertex is lost, and a little on where the points fall in their simplices; densecrf
 blurs with [1, 2, 1] / 2 and multiplies by 1 / (1 + 2^-d) instead), so the filter is meant to be used
 normalised: `filter(v) / filter(1)`, which is what densecrf and crfasrnn do, and what `normalized=True` gives.
 
