@@ -7,16 +7,22 @@ A random image and unary of crfasrnn's setting (theta_alpha 80, theta_beta 13, t
 3, colours 0-255).  The time covers all of `dense_crf`: building both lattices (features fixed per image) and
 the mean-field iterations; the lattice build alone and the vertex counts are reported too.  Median of rounds
 after one warm-up call.
+
+When pydensecrf (PyPI `pydensecrf2`, Krähenbühl's own C++ densecrf; `pip install brewnet[bench]`) imports, the
+same unary and image also go through it, set up as brewnet's definition (NORMALIZE_AFTER kernels, Potts compat
+= the weights, see `densecrf_reference`), both timed at one torch thread, interleaved round by round (median of
+the per-round ratios), with the agreement of their marginals.
 """
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from brewnet.layers import permutohedral
 from brewnet.layers.dense_crf import bilateral_features, dense_crf
 
-from .timing import machine_description, median, setup_process
+from .timing import interleaved, machine_description, median, paired_ratio, setup_process
 
 
 def _timed(fn, rounds, device):
@@ -31,6 +37,45 @@ def _timed(fn, rounds, device):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return median(times)
+
+
+def densecrf_reference(unary, image, theta_alpha, theta_beta, theta_gamma, w_bilateral, w_spatial, iterations):
+    """pydensecrf's marginals (L, H, W) for a float32 (L, H, W) unary of energies and a uint8 (3, H, W) image.
+
+    brewnet's row-normalised messages are densecrf's NORMALIZE_AFTER (out = K(Q) / K(1); the default,
+    NORMALIZE_SYMMETRIC, is D^-1/2 K D^-1/2 Q instead); densecrf's Potts compat w adds +w K(Q)_l to label l's
+    logit, brewnet's Potts subtracts w (1 - K(Q)_l): the same after the softmax."""
+    import pydensecrf.densecrf as dcrf
+    labels, height, width = unary.shape
+    crf = dcrf.DenseCRF2D(width, height, labels)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(labels, -1), dtype=np.float32))
+    crf.addPairwiseGaussian(sxy=theta_gamma, compat=w_spatial, normalization=dcrf.NORMALIZE_AFTER)
+    crf.addPairwiseBilateral(sxy=theta_alpha, srgb=theta_beta, rgbim=np.ascontiguousarray(image.transpose(1, 2, 0)),
+                             compat=w_bilateral, normalization=dcrf.NORMALIZE_AFTER)
+    return np.asarray(crf.inference(iterations), dtype=np.float32).reshape(labels, height, width)
+
+
+def _against_densecrf(unary, image, thetas, weights, iterations, rounds):
+    """Times and agreement of brewnet and pydensecrf on the same (CPU, float32) problem, at one torch thread."""
+    u, img = unary.cpu().float(), image.cpu().round().clamp(0, 255)
+    u_np, img_np = u.numpy(), img.to(torch.uint8).numpy()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = interleaved({"brewnet": lambda: dense_crf(u, img, *thetas, *weights, iterations),
+                             "densecrf": lambda: densecrf_reference(u_np, img_np, *thetas, *weights, iterations)},
+                            rounds)
+    finally:
+        torch.set_num_threads(threads)
+    q_brewnet = dense_crf(u, img, *thetas, *weights, iterations).numpy()
+    q_densecrf = densecrf_reference(u_np, img_np, *thetas, *weights, iterations)
+    diff = np.abs(q_brewnet - q_densecrf)
+    agree = (q_brewnet.argmax(0) == q_densecrf.argmax(0)).mean()
+    print(f"  against pydensecrf2 (float32 CPU, 1 torch thread, interleaved, median of {rounds}): "
+          f"brewnet {median(times['brewnet']):.3f} s, pydensecrf {median(times['densecrf']):.3f} s, "
+          f"ratio brewnet / pydensecrf2 {paired_ratio(times, 'brewnet', 'densecrf'):.2f}")
+    print(f"  agreement: argmax {agree:.4f} of pixels, |Q_brewnet - Q_densecrf| mean {diff.mean():.2e}, "
+          f"max {diff.max():.2e}")
 
 
 def main(argv=None):
@@ -61,6 +106,12 @@ def main(argv=None):
     print(f"  bilateral lattice: {lattice.num_vertices} vertices for {lattice.num_points} pixels, "
           f"build {build:.3f} s")
     print(f"  dense_crf (both lattices + mean field): {total:.3f} s (median of {args.rounds})")
+    try:
+        import pydensecrf.densecrf  # noqa: F401
+    except ImportError:
+        print("  pydensecrf not importable (pip install brewnet[bench]): no side-by-side run")
+        return
+    _against_densecrf(unary, image, thetas, weights, args.iterations, args.rounds)
 
 
 if __name__ == "__main__":

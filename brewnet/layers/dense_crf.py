@@ -22,6 +22,9 @@ Messages follow densecrf / crfasrnn exactly, not the paper's sum over j != i: ea
 which is what the lattice computes well (its absolute scale is not the Gaussian's; normalising cancels it), and
 what the crfasrnn weights (bilateral.par / spatial.par, trained models) were fitted to.  The exact version uses
 the same definition, so the two differ only by the lattice's approximation.
+In densecrf (pydensecrf) terms this is NORMALIZE_AFTER with Potts compat = the weight (addPairwiseGaussian /
+addPairwiseBilateral, sxy / srgb = the thetas): the marginals then agree up to float32 rounding
+(tests/layers/test_dense_crf_anchor.py); its default NORMALIZE_SYMMETRIC is a different model.
 
 Unary conventions (`unary_kind`): "energy" (default) takes U = minus log-probabilities (densecrf's unary);
 "scores" takes the network's scores S as crfasrnn does, U = -S (so Q = softmax(S) before the first iteration).
