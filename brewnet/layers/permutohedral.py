@@ -123,22 +123,29 @@ class PermutohedralLattice:
     def num_points(self):
         return self.offsets.shape[0]
 
-    def filter(self, values, normalized=False):
+    def filter(self, values, normalized=False, transposed=False):
         """Gaussian-filter `values` ((N,) or (N, C)): the raw lattice sum, or with `normalized` divided by the
-        filtered ones (densecrf's normalisation, which makes a constant input come out unchanged)."""
+        filtered ones (densecrf's normalisation, which makes a constant input come out unchanged).
+
+        `transposed` applies the transpose of that linear map (what backward needs).  The lattice filter is
+        slice . blur_d ... blur_0 . splat with slice = splat^T and each directional blur symmetric, so its
+        transpose is the same chain with the blurs in reverse order; the two differ (slightly) only because
+        the blurs of a sparse lattice do not commute.  Normalised, the transpose divides before filtering."""
         if values.dim() not in (1, 2) or values.shape[0] != self.num_points:
             raise DenseCRFError(f"values of shape {tuple(values.shape)} do not fit a lattice of "
                                 f"{self.num_points} points: expected ({self.num_points},) or ({self.num_points}, C)")
         flat = values if values.dim() == 2 else values[:, None]
-        out = self._filter(flat)
-        if normalized:
+        if normalized and transposed:
+            flat = flat * self._inverse_norm(flat.dtype)[:, None]
+        out = self._filter(flat, transposed)
+        if normalized and not transposed:
             out = out * self._inverse_norm(out.dtype)[:, None]
         return out if values.dim() == 2 else out[:, 0]
 
-    def _filter(self, values):
+    def _filter(self, values, transposed=False):
         splat, blurs, slice_ = self._sparse(values.dtype)
         grid = splat @ values
-        for blur in blurs:
+        for blur in (reversed(blurs) if transposed else blurs):
             grid = blur @ grid
         return slice_ @ grid
 

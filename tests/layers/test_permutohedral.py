@@ -112,3 +112,18 @@ def test_bad_shapes_are_named():
     lattice = build(torch.zeros(4, 2))
     with pytest.raises(DenseCRFError, match=r"shape \(3, 2\) do not fit a lattice of 4 points"):
         lattice.filter(torch.zeros(3, 2))
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_transposed_filter_is_the_adjoint(d):
+    """<K u, v> = <u, K^T v> for the raw and the normalised filter: what MultiStageMeanfield's backward uses."""
+    features, values = _points(300, d, 3.0)
+    other = torch.rand(300, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    lattice = build(features)
+    for normalized in (False, True):
+        forward = (lattice.filter(values, normalized=normalized) * other).sum()
+        adjoint = (values * lattice.filter(other, normalized=normalized, transposed=True)).sum()
+        torch.testing.assert_close(forward, adjoint, rtol=1e-12, atol=0)
+    # The transpose is a different map (a normalised filter is not symmetric), not the filter again.
+    assert (lattice.filter(other, normalized=True, transposed=True)
+            - lattice.filter(other, normalized=True)).abs().max() > 1e-4
