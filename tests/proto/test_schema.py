@@ -246,8 +246,8 @@ def test_extensions_may_add_but_not_change(schema):
                                                     type_name=".caffe.GhostLossParameter")
 
     def renumber(proto):                    # an extension that takes Caffe's number moves Caffe's field
-        next(f for f in _message(proto, "LayerParameter").field if f.name == "swish_param").number = 150
+        next(f for f in _message(proto, "LayerParameter").field if f.name == "swish_param").number = 4095
 
     assert compare_schema(schema, _compiled_with(extend)) == []
     assert compare_schema(schema, _compiled_with(renumber)) == [
-        "LayerParameter.swish_param: number is 150 in caffe_pb2, 147 in Caffe"]
+        "LayerParameter.swish_param: number is 4095 in caffe_pb2, 147 in Caffe"]
