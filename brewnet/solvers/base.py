@@ -35,7 +35,7 @@ from ..runtime.solver_runtime import SolverRuntime
 from ..errors import BrewnetError, ProtoError, SolverError
 from ..log import get_logger
 from ..proto import caffe_pb2
-from . import lr_policy, snapshot as snap
+from . import lr_policy, proximal, snapshot as snap
 from .solver_nets import SolverNets
 
 log = get_logger("solver")
@@ -108,6 +108,7 @@ class Solver(SolverNets):
         if p.display < 0 or p.snapshot < 0 or p.test_interval < 0:
             raise SolverError(f"{where}: display, snapshot and test_interval must be >= 0")
         lr_policy.validate(p, where)
+        proximal.validate(p, where)
 
     def _check_snapshot_write_permissions(self):
         if not self.param.snapshot:

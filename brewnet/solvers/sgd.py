@@ -10,6 +10,7 @@ apply_update, for the learning rate lr of the current iteration (lr_policy.py):
                               decay = weight_decay * decay_mult(w)
       compute_update_value    SGD: h = momentum * h + lr * lr_mult(w) * g;  g = h
     net.update()              w -= g
+      (brewnet's proximal_l1: L1 as w -= clamp(w, -lr*decay, lr*decay) here instead, proximal.py)
     iter += 1
 
 Caffe's momentum keeps the learning rate inside the history (h = m·h + lr·g), unlike torch.optim's
@@ -27,7 +28,7 @@ from ..core.net import no_grad
 from ..errors import SolverError
 from ..proto import caffe_pb2
 from ..proto.io import read_binary, write_binary
-from . import lr_policy, snapshot as snap, update_pipeline
+from . import lr_policy, proximal, snapshot as snap, update_pipeline
 from .base import Solver, _g, log
 from .registry import register_solver
 from .update_pipeline import _scale_all
@@ -46,10 +47,13 @@ class SGDSolver(Solver):
     batched_update = None
     # Values per slice: three slices of 1 MiB (data, diff, history) stay in the cache for all the steps.
     CHUNK = 1 << 18
+    # brewnet's proximal L1 step instead of Caffe's subgradient (SolverParameter.proximal_l1, proximal.py).
+    proximal_l1 = False
 
     def pre_solve(self):
         # Scalars (rates, decays, moments) are computed in the blobs' precision, as Caffe<float>/<double> do.
         self.F = np.float64 if self.net.dtype == torch.float64 else np.float32
+        self.proximal_l1 = proximal.enabled(self.param)
         params = self.net.learnable_params
         self.history = [Blob(p.shape, dtype=p.dtype, device=p.device, name=f"history.{i}")
                         for _ in range(self.history_per_param) for i, p in enumerate(params)]

@@ -9,6 +9,7 @@ torch._foreach_* op over the Part (or over its parameters that share a multiplie
     per decay_mult:  solver.regularize(weights, grads, decay)   L2: g += decay * w      L1: g += decay * sign(w)
     per lr_mult:     solver.compute_update_value(grads, histories, local_rate)      the rule: g = its step
     subtract(weights, grads)                                    w -= g
+    proximal_l1 only (brewnet's): no L1 term above; after w -= g, w -= clamp(w, -t, t) (proximal.py)
 
 Every step is element-wise and touches only its own parameter, so the numbers do not depend on how the
 parameters are cut into Parts.  parts(solver) chooses the cut:
@@ -27,6 +28,7 @@ from typing import NamedTuple
 import torch
 
 from ..core.blob import scale_all
+from . import proximal
 
 
 class Part(NamedTuple):
@@ -38,17 +40,19 @@ class Part(NamedTuple):
 
 def run(solver, part, rate):
     """normalize -> regularize by decay_mult group -> the rule by lr_mult group -> w -= g, for one Part."""
-    F, weight_decay = solver.F, solver.param.weight_decay
+    F, weight_decay, proximal_l1 = solver.F, solver.param.weight_decay, solver.proximal_l1
     solver.normalize(part.grads)
     for mult, positions in _groups(solver, solver.net.params_weight_decay, part.ids):
         local_decay = _product(F, weight_decay, mult)
-        if local_decay:
+        if local_decay and not proximal_l1:
             solver.regularize(_subset(part.weights, positions), _subset(part.grads, positions), local_decay)
     for mult, positions in _groups(solver, solver.net.params_lr, part.ids):
         solver.compute_update_value(_subset(part.grads, positions),
                                     [_subset(kind, positions) for kind in part.histories],
                                     _product(F, rate, mult))
     subtract(part.weights, part.grads)
+    if proximal_l1 and weight_decay:
+        proximal.soft_threshold_part(solver, part, rate)
 
 
 def subtract(weights, grads):
