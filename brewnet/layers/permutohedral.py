@@ -17,9 +17,13 @@ in three steps, all linear in v:
 3. slice: each point reads its simplex's vertices back with the same weights.
 
 The vertices are found without a hash table: each vertex key (its first d integer coordinates; the last is
-minus their sum) is packed into one int64, `torch.unique` numbers the distinct keys (its inverse gives every
-point's vertex indices), and `searchsorted` on the sorted keys finds each vertex's neighbours.  The three steps
-are then products with sparse CSR matrices made once from these indices.
+minus their sum) is packed into one int64 code, linear in the key, so that a point's d+1 vertex codes come from
+its remainder-0 point's code by sums of its ranked radices (no per-vertex key is ever made); one sort of all
+the codes numbers the distinct vertices and gives every point's vertex indices, and a neighbour's code is the
+vertex's code plus a constant per direction, found by `searchsorted` in the sorted codes.  The three steps are
+then weighted gathers with fixed indices: torch's `embedding_bag` (mode "sum", per-sample weights) is exactly
+"out[r] = sum_k w[r, k] * table[index[r, k]]", and its CPU kernel (FBGEMM's) runs each step several times
+faster than sparse CSR products or index_add do.
 
 The constant c is not 1 (it depends on d, on the density of the points, since blurred mass that reaches a
 missing vertex is lost, and a little on where the points fall in their simplices; densecrf
@@ -29,9 +33,8 @@ normalised: `filter(v) / filter(1)`, which is what densecrf and crfasrnn do, and
 A lattice depends only on the features, so it is built once per image and reused for every mean-field
 iteration and for all label channels at once.
 """
-import warnings
-
 import torch
+import torch.nn.functional as F
 
 from ..errors import DenseCRFError
 
@@ -78,23 +81,28 @@ def _enclosing_simplex(elevated):
     return rem0.round().long(), rank, bary[:, :d1]
 
 
-def _vertex_keys(rem0, rank):
-    """(N, d+1, d) integer keys of each point's d+1 simplex vertices: vertex r moves coordinate i of rem0 by
-    r where the residual's rank is at most d - r, else by r - (d+1)."""
-    d1 = rem0.shape[1]
-    d = d1 - 1
-    r = torch.arange(d1, device=rem0.device)[None, :, None]
-    shift = torch.where(rank[:, None, :d] <= d - r, r, r - d1)
-    return rem0[:, None, :d] + shift
+def _vertex_codes(rem0, rank, coder):
+    """(N, d+1) codes of each point's d+1 simplex vertices.  Vertex r moves coordinate i of rem0 by r where the
+    residual's rank is at most d - r, else by r - (d+1); the code being linear in the key, that is
+    code(rem0) + r * sum(radix) - (d+1) * (the radices of the coordinates ranked above d - r), the last a
+    cumulative sum over the radices ordered by rank (the implicit last coordinate has no radix)."""
+    n, d1 = rem0.shape
+    radix = torch.cat([coder.radix, coder.radix.new_zeros(1)])
+    by_rank = torch.empty_like(rank).scatter_(1, rank, radix.expand(n, d1))
+    above = by_rank.flip(1).cumsum(1)             # above[:, k]: radices of the ranks d - k ... d
+    moved = torch.cat([above.new_zeros(n, 1), above[:, :d1 - 1]], 1)
+    r = torch.arange(d1, device=rem0.device)
+    return coder(rem0[:, :d1 - 1])[:, None] + r * int(coder.radix.sum()) - d1 * moved
 
 
 class _KeyCoder:
-    """Packs d-coordinate integer keys into one int64 each (mixed radix over the keys' range, with room for
-    the neighbours' offsets), so that torch.unique and searchsorted work on flat tensors."""
+    """Packs d-coordinate integer keys into one int64 each (mixed radix over the range of `points`, widened by
+    `margin` on each side for the vertices around them and their neighbours), so that sorting and searchsorted
+    work on flat tensors.  The code is linear: code(key + step) = code(key) + delta(step)."""
 
-    def __init__(self, keys, margin):
-        self.low = keys.amin(0) - margin
-        span = keys.amax(0) + margin - self.low + 1
+    def __init__(self, points, margin):
+        self.low = points.amin(0) - margin
+        span = points.amax(0) + margin - self.low + 1
         radix = torch.cumprod(torch.cat([span.new_ones(1), span[:-1]]), 0)
         if float(torch.prod(span.double())) >= 2.0 ** 62:
             raise DenseCRFError(f"features spread too widely for the lattice: key span {span.tolist()} "
@@ -104,19 +112,23 @@ class _KeyCoder:
     def __call__(self, keys):
         return ((keys - self.low) * self.radix).sum(-1)
 
+    def delta(self, step):
+        return int((step * self.radix).sum())
+
 
 class PermutohedralLattice:
     """The lattice of one point set.  Per point its d+1 vertex indices (`offsets`) and barycentric weights;
     per lattice direction each vertex's two neighbours (`neighbours`, index M where there is none).  Filtering
-    multiplies by sparse matrices made from these (splat = S^T, one blur matrix per direction, slice = S):
-    torch's CSR kernels run the three steps several times faster than gathers and index_add do."""
+    runs the three steps as embedding_bag calls on index and weight tables made once per dtype (`_plan`)."""
 
-    def __init__(self, offsets, weights, neighbours, num_vertices):
+    def __init__(self, offsets, weights, neighbours, num_vertices, splat_order=None):
         self.offsets = offsets            # (N, d+1) vertex index of each simplex corner
         self.weights = weights            # (N, d+1) barycentric weights, summing to 1 per point
         self.neighbours = neighbours      # (d+1, 2, M) previous / next vertex along each direction
         self.num_vertices = num_vertices
-        self._matrices = {}
+        # offsets.reshape(-1) sorted by vertex (stable), when the builder has it already: the splat's order.
+        self._splat_order = splat_order
+        self._plans = {}
         self._norm = {}
 
     @property
@@ -135,63 +147,68 @@ class PermutohedralLattice:
             raise DenseCRFError(f"values of shape {tuple(values.shape)} do not fit a lattice of "
                                 f"{self.num_points} points: expected ({self.num_points},) or ({self.num_points}, C)")
         flat = values if values.dim() == 2 else values[:, None]
-        if normalized and transposed:
-            flat = flat * self._inverse_norm(flat.dtype)[:, None]
-        out = self._filter(flat, transposed)
-        if normalized and not transposed:
-            out = out * self._inverse_norm(out.dtype)[:, None]
+        out = self._filter(flat.contiguous(), self._plan(flat.dtype, normalized), transposed)
         return out if values.dim() == 2 else out[:, 0]
 
-    def _filter(self, values, transposed=False):
-        splat, blurs, slice_ = self._sparse(values.dtype)
-        grid = splat @ values
-        for blur in (reversed(blurs) if transposed else blurs):
-            grid = blur @ grid
-        return slice_ @ grid
+    @staticmethod
+    def _filter(values, plan, transposed=False):
+        """splat, the d+1 blurs (in reverse order for the transpose), slice; the normalisation lives in the
+        plan's weights (slice's, or splat's for the transpose, which divides before filtering)."""
+        splat, blurs, slice_ = plan["splat"], plan["blurs"], plan["slice"]
+        if transposed:
+            splat, slice_, blurs = plan["splat_transposed"], plan["slice_transposed"], blurs[::-1]
+        grid = F.embedding_bag(splat[0], values, splat[2], mode="sum", per_sample_weights=splat[1],
+                               include_last_offset=True)
+        for index, taps in blurs:
+            grid = F.embedding_bag(index, grid, mode="sum", per_sample_weights=taps)
+        return F.embedding_bag(slice_[0], grid, mode="sum", per_sample_weights=slice_[1])
 
     def _inverse_norm(self, dtype):
         if dtype not in self._norm:
             ones = self.weights.new_ones(self.num_points, 1, dtype=dtype)
-            self._norm[dtype] = 1.0 / (self._filter(ones)[:, 0] + 1e-20)
+            self._norm[dtype] = 1.0 / (self._filter(ones, self._plan(dtype, False))[:, 0] + 1e-20)
         return self._norm[dtype]
 
-    def _sparse(self, dtype):
-        """(splat, [blur per direction], slice) as CSR matrices of `dtype`, made on first use."""
-        if dtype not in self._matrices:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-                self._matrices[dtype] = self._make_sparse(dtype)
-        return self._matrices[dtype]
+    def _plan(self, dtype, normalized):
+        """The index and weight tables of the three steps in `dtype`, made on first use.  Normalised, the
+        slice's weights of point i are multiplied by 1 / filter(1)_i (dividing after slicing, at no cost) and,
+        for the transpose, the splat's (dividing before splatting)."""
+        key = (dtype, normalized)
+        if key not in self._plans:
+            if not normalized:
+                self._plans[key] = self._make_plan(dtype)
+            else:
+                plan = dict(self._plan(dtype, False))
+                inverse = self._inverse_norm(dtype)
+                slice_index, slice_weights = plan["slice"]
+                plan["slice"] = (slice_index, slice_weights * inverse[:, None])
+                points, splat_weights, starts = plan["splat"]
+                plan["splat_transposed"] = (points, splat_weights * inverse[points], starts)
+                self._plans[key] = plan
+        return self._plans[key]
 
-    def _make_sparse(self, dtype):
-        n, m = self.num_points, self.num_vertices
+    def _make_plan(self, dtype):
+        """splat: one bag per vertex, of the points around it (offsets sorted by vertex: the slice's transpose);
+        blur: one bag of three per vertex and direction, (back, self, forward) with taps (1, 2, 1) / 4, a
+        missing neighbour replaced by the vertex itself with tap 0 (every bag the same size: no compaction);
+        slice: one bag per point, its simplex's vertices with its barycentric weights."""
+        m, d1 = self.num_vertices, self.offsets.shape[1]
         weights = self.weights.to(dtype)
-        slice_ = _csr(self.offsets, weights, m)
-        # The splat is the slice's transpose: the points around each vertex, found by sorting on the vertex.
         flat = self.offsets.reshape(-1)
-        order = torch.argsort(flat, stable=True)
-        counts = torch.bincount(flat, minlength=m)
-        points = torch.div(order, self.offsets.shape[1], rounding_mode="floor")
-        splat = torch.sparse_csr_tensor(_row_starts(counts), points, weights.reshape(-1)[order], (m, n))
+        order = self._splat_order if self._splat_order is not None else torch.argsort(flat, stable=True)
+        starts = torch.zeros(m + 1, dtype=flat.dtype, device=flat.device)
+        starts[1:] = torch.bincount(flat, minlength=m).cumsum(0)
+        splat = (torch.div(order, d1, rounding_mode="floor"), weights.reshape(-1)[order].contiguous(), starts)
         vertices = torch.arange(m, device=flat.device)
-        taps = torch.tensor([0.25, 0.5, 0.25], dtype=dtype, device=flat.device).expand(m, 3)
-        blurs = [_csr(torch.stack([previous, vertices, following], 1), taps, m)
-                 for previous, following in self.neighbours]
-        return splat, blurs, slice_
-
-
-def _row_starts(counts):
-    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-
-
-def _csr(columns, values, width):
-    """CSR matrix whose row r holds values[r, k] at columns[r, k]; a column equal to `width` marks no entry
-    (a missing neighbour) and is left out."""
-    columns, order = torch.sort(columns, dim=1)
-    values = torch.gather(values, 1, order)
-    present = columns < width
-    return torch.sparse_csr_tensor(_row_starts(present.sum(1)), columns[present], values[present],
-                                   (columns.shape[0], width))
+        blurs = []
+        for back, forward in self.neighbours:
+            index = torch.stack([torch.where(back < m, back, vertices), vertices,
+                                 torch.where(forward < m, forward, vertices)], 1)
+            taps = torch.stack([(back < m).to(dtype) * 0.25, torch.full((m,), 0.5, dtype=dtype, device=flat.device),
+                                (forward < m).to(dtype) * 0.25], 1)
+            blurs.append((index, taps))
+        slice_ = (self.offsets, weights.contiguous())
+        return {"splat": splat, "blurs": blurs, "slice": slice_, "splat_transposed": splat, "slice_transposed": slice_}
 
 
 def build(features):
@@ -203,31 +220,40 @@ def build(features):
         raise DenseCRFError("features must be finite floating-point values")
     n, d = features.shape
     rem0, rank, bary = _enclosing_simplex(_elevate(features.double()))
-    keys = _vertex_keys(rem0, rank).reshape(-1, d)
-    coder = _KeyCoder(keys, margin=d + 1)
-    codes, offsets = torch.unique(coder(keys), sorted=True, return_inverse=True)
-    neighbours = _neighbours(codes, keys[_first_occurrence(offsets, len(codes))], coder)
-    return PermutohedralLattice(offsets.reshape(n, d + 1), bary.to(features.dtype), neighbours, len(codes))
+    # A vertex key is within d of its point's rem0 in every coordinate, its neighbours' within d more.
+    coder = _KeyCoder(rem0[:, :d], margin=2 * d + 1)
+    codes, offsets, order = _number_vertices(_vertex_codes(rem0, rank, coder).reshape(-1))
+    neighbours = _neighbours(codes, coder, d)
+    return PermutohedralLattice(offsets.reshape(n, d + 1), bary.to(features.dtype), neighbours, len(codes),
+                                splat_order=order)
 
 
-def _first_occurrence(inverse, count):
-    """For each of `count` unique values, the position of one row of the original that maps to it."""
-    positions = torch.arange(len(inverse), device=inverse.device)
-    first = torch.full((count,), len(inverse), dtype=positions.dtype, device=inverse.device)
-    return first.scatter_reduce_(0, inverse, positions, reduce="amin")
+def _number_vertices(codes):
+    """The distinct codes (sorted), each code's vertex index, and the stable sorting order of `codes` (the
+    splat's order): one sort, where torch.unique would sort again for the order."""
+    sorted_codes, order = torch.sort(codes, stable=True)
+    first = torch.ones_like(sorted_codes, dtype=torch.bool)
+    torch.ne(sorted_codes[1:], sorted_codes[:-1], out=first[1:])
+    vertex = first.cumsum(0) - 1
+    return sorted_codes[first], torch.empty_like(vertex).scatter_(0, order, vertex), order
 
 
-def _neighbours(codes, vertex_keys, coder):
+def _neighbours(codes, coder, d):
     """(d+1, 2, M): along direction j the neighbours of a vertex are key -/+ (1, ..., 1) with coordinate j
-    moved by +/- d instead (for j = d, the implicit last coordinate, all d stored coordinates move by -/+ 1)."""
-    m, d = vertex_keys.shape
+    moved by +/- d instead (for j = d, the implicit last coordinate, all d stored coordinates move by -/+ 1).
+    Only the forward one is searched: u is v's forward neighbour exactly when v is u's backward one."""
+    m = len(codes)
+    vertices = torch.arange(m, device=codes.device)
     found = []
     for j in range(d + 1):
-        step = vertex_keys.new_ones(d)
+        step = torch.ones(d, dtype=codes.dtype, device=codes.device)
         if j < d:
             step[j] = -d
-        pair = [_lookup(codes, coder(vertex_keys - step)), _lookup(codes, coder(vertex_keys + step))]
-        found.append(torch.stack(pair))
+        forward = _lookup(codes, codes + coder.delta(step))
+        back = torch.full_like(forward, m)
+        present = forward < m
+        back[forward[present]] = vertices[present]
+        found.append(torch.stack([back, forward]))
     return torch.stack(found)
 
 
