@@ -6,6 +6,7 @@
     image_grid(path, images, ncols=8, titles=None)      # images: N x H x W (grey) or N x H x W x 3
     histograms(path, {"conv1": values, ...})            # one panel per entry
     histogram_rows(path, {"activations": {...}, "gradients": {...}})   # one row of panels per entry
+    contour_paths(path, f, (x0, x1), (y0, y1), {"Adam": points, ...})  # a 2-D function's contours, solver paths
 """
 import os
 
@@ -121,4 +122,34 @@ def histogram_rows(path, rows, bins=50, title=""):
             ax.set_title(name, fontsize=8)
             ax.set_xlabel(label, fontsize=7)
             ax.tick_params(labelsize=6)
+    return _save(fig, path, title)
+
+
+def contour_paths(path, function, xlim, ylim, paths, levels=30, title="", logscale=False):
+    """Contour lines of `function(X, Y)` (NumPy grids in, values out) over xlim x ylim, with one polyline per
+    entry of `paths` (name -> points, shape (n, 2)), its start and end marked.  `logscale` spaces the levels
+    logarithmically above the grid's minimum (valleys whose floor the linear levels would not show)."""
+    plt = _pyplot()
+    xs, ys = np.linspace(*xlim, 200), np.linspace(*ylim, 200)
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    values = np.asarray(function(grid_x, grid_y), dtype=float)
+    if values.shape != grid_x.shape:
+        raise PlotError(f"contour_paths {path}: the function gave shape {values.shape} on a {grid_x.shape} grid")
+    if logscale:
+        low = values.min()
+        levels = low + np.geomspace(1e-3 * (values.max() - low) + 1e-12, values.max() - low, levels)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.contour(grid_x, grid_y, values, levels=levels, cmap="Greys", linewidths=0.6)
+    for name, points in paths.items():
+        points = np.asarray(points, dtype=float)
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise PlotError(f"contour_paths {path}: path {name!r} has shape {points.shape}, Expect: (n, 2)")
+        line, = ax.plot(points[:, 0], points[:, 1], ".-", markersize=3, linewidth=1, label=name)
+        ax.plot(points[-1, 0], points[-1, 1], "o", color=line.get_color(), markersize=5)
+    first = next(iter(paths.values()), None)
+    if first is not None:
+        ax.plot(first[0][0], first[0][1], "k*", markersize=9, label="start")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.legend(fontsize=7)
     return _save(fig, path, title)

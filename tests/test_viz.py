@@ -40,3 +40,14 @@ def test_histogram_rows_leave_missing_panels_blank(tmp_path):
     assert _is_png(path)
     with pytest.raises(viz.PlotError, match="nothing to draw"):
         viz.histogram_rows(str(tmp_path / "none.png"), {"act": {}})
+
+
+def test_contour_paths_draws_a_function_and_refuses_bad_paths(tmp_path):
+    bowl = lambda x, y: x ** 2 + 3 * y ** 2
+    out = viz.contour_paths(str(tmp_path / "c.png"), bowl, (-2, 2), (-1, 1),
+                            {"gd": [[1.5, 0.8], [1.0, 0.2], [0.5, 0.05]]}, logscale=True)
+    assert _is_png(out)
+    with pytest.raises(viz.PlotError, match=r"c2.png: path 'gd' has shape \(3,\), Expect: \(n, 2\)"):
+        viz.contour_paths(str(tmp_path / "c2.png"), bowl, (-2, 2), (-1, 1), {"gd": [1, 2, 3]})
+    with pytest.raises(viz.PlotError, match=r"the function gave shape \(\) on a \(200, 200\) grid"):
+        viz.contour_paths(str(tmp_path / "c3.png"), lambda x, y: 1.0, (-2, 2), (-1, 1), {})
