@@ -45,6 +45,7 @@ TOOLS = {
     "classify": "classify images with a trained net (python/classify.py)",
     "compute_image_mean": "compute the mean image of a database of Datum records",
     "conformance": "replay the real Caffe's layer cases and compare every number",
+    "convert_cifar_data": "convert CIFAR-10's binary batches into train and test LMDB/LevelDB",
     "convert_imageset": "convert a list of image files into an LMDB/LevelDB of Datum records",
     "convert_mnist_data": "convert MNIST IDX files into an LMDB/LevelDB",
     "draw_net": "draw a net prototxt as an image (python/draw_net.py)",
