@@ -6,6 +6,7 @@
     --quick           the small version the tests run (RESULTS.md is left as it is)
     --data DIR        MNIST-format IDX folder (default: the bundled digits, data/mnist10k; e.g.
                       /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist)
+    --gpu N           run on CUDA device N where an experiment can (others stay on the CPU)
 
 Torch runs on one thread unless BREWNET_BOOK_THREADS says otherwise.
 """
@@ -21,6 +22,8 @@ def _command(ref, args):
     parts = ["python -m examples.book", ref]
     if args.data:
         parts += ["--data", args.data]
+    if args.gpu is not None:
+        parts += ["--gpu", str(args.gpu)]
     return " ".join(parts)
 
 
@@ -32,6 +35,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small versions (RESULTS.md untouched)")
     parser.add_argument("--data", default=None, help="MNIST-format IDX folder (default: bundled digits)")
     parser.add_argument("--out", default=None, help="figures folder (default: results/book)")
+    parser.add_argument("--gpu", type=int, default=None,
+                        help="CUDA device for the experiments that can use one (chapter 10's generative models)")
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     import torch
@@ -58,11 +63,11 @@ def _run(args):
         print(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(experiments)}", file=sys.stderr)
         return 2
     out_root = args.out or os.path.join(ROOT, "results", "book")
-    rows = {}
+    rows, quality = {}, {}
     for ref in refs:
         exp = experiments[ref]
         print(f"== {ref} {exp.title}")
-        ctx = registry.Context(quick=args.quick, data=args.data, out_root=out_root)
+        ctx = registry.Context(quick=args.quick, data=args.data, out_root=out_root, gpu=args.gpu)
         start = time.perf_counter()
         result = registry.run_experiment(ref, ctx)
         seconds = time.perf_counter() - start
@@ -73,8 +78,9 @@ def _run(args):
         row = ref if not args.data else f"{ref} [{os.path.basename(os.path.normpath(args.data))}]"
         rows[row] = results.format_row(row, exp.title, exp.book, result.ours, result.data,
                                        _command(ref, args), seconds)
+        quality.update(result.quality)
     if not args.quick:
-        results.update_rows(rows)
+        results.update_rows(rows, new_quality=quality)
         print(f"updated {os.path.relpath(results.PATH, ROOT)}")
     return 0
 

@@ -34,6 +34,7 @@ class Result:
     numbers: dict = dataclasses.field(default_factory=dict)
     data: str = "-"
     figures: list = dataclasses.field(default_factory=list)
+    quality: dict = dataclasses.field(default_factory=dict)    # model -> results.quality_row(...) (chapter 10)
 
 
 @dataclasses.dataclass
@@ -41,6 +42,7 @@ class Context:
     """What an experiment gets: quick or full, the IDX data folder (None: bundled digits), where figures go."""
     quick: bool = False
     data: str = None
+    gpu: int = None             # --gpu N: the CUDA device for experiments that can use one
     out_root: str = "results/book"
     ref: str = ""
     stream: object = None
