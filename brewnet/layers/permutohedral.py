@@ -63,12 +63,14 @@ def _enclosing_simplex(elevated):
     rem0 = torch.where(up - elevated < elevated - down, up, down)
     total = (rem0.sum(1) / d1).round().long()
     residual = elevated - rem0
-    # rank[i] = how many residuals are larger than residual i, ties going to the lower index.
-    later = torch.triu(torch.ones(d1, d1, dtype=torch.bool, device=elevated.device), diagonal=1)
-    ri, rj = residual[:, :, None], residual[:, None, :]
-    larger = torch.where(later, rj > ri, rj >= ri)
-    larger.diagonal(dim1=1, dim2=2).fill_(False)
-    rank = larger.sum(2) + total[:, None]
+    # rank[i] = how many residuals are larger than residual i, ties going to the lower index: densecrf's
+    # pairwise count, one comparison per pair of coordinates (cheaper than an (N, d+1, d+1) table or a sort).
+    rank = total[:, None].repeat(1, d1)
+    for i in range(d1):
+        for j in range(i + 1, d1):
+            later_larger = residual[:, j] > residual[:, i]
+            rank[:, i] += later_larger
+            rank[:, j] += ~later_larger
     # A point off the plane's remainder-0 grid (total != 0) is brought back by wrapping ranks around.
     wrap = (rank < 0).long() - (rank > d).long()
     rank = rank + wrap * d1
@@ -147,43 +149,44 @@ class PermutohedralLattice:
             raise DenseCRFError(f"values of shape {tuple(values.shape)} do not fit a lattice of "
                                 f"{self.num_points} points: expected ({self.num_points},) or ({self.num_points}, C)")
         flat = values if values.dim() == 2 else values[:, None]
-        out = self._filter(flat.contiguous(), self._plan(flat.dtype, normalized), transposed)
+        normalization = normalized and ("before" if transposed else "after")
+        out = self._filter(flat.contiguous(), self._plan(flat.dtype, normalization), transposed)
         return out if values.dim() == 2 else out[:, 0]
 
     @staticmethod
     def _filter(values, plan, transposed=False):
-        """splat, the d+1 blurs (in reverse order for the transpose), slice; the normalisation lives in the
-        plan's weights (slice's, or splat's for the transpose, which divides before filtering)."""
-        splat, blurs, slice_ = plan["splat"], plan["blurs"], plan["slice"]
-        if transposed:
-            splat, slice_, blurs = plan["splat_transposed"], plan["slice_transposed"], blurs[::-1]
-        grid = F.embedding_bag(splat[0], values, splat[2], mode="sum", per_sample_weights=splat[1],
+        """splat, the d+1 blurs (in reverse order for the transpose), slice; a normalisation lives in the
+        plan's weights."""
+        (points, splat_weights, starts), (vertices, slice_weights) = plan["splat"], plan["slice"]
+        grid = F.embedding_bag(points, values, starts, mode="sum", per_sample_weights=splat_weights,
                                include_last_offset=True)
-        for index, taps in blurs:
+        for index, taps in (plan["blurs"][::-1] if transposed else plan["blurs"]):
             grid = F.embedding_bag(index, grid, mode="sum", per_sample_weights=taps)
-        return F.embedding_bag(slice_[0], grid, mode="sum", per_sample_weights=slice_[1])
+        return F.embedding_bag(vertices, grid, mode="sum", per_sample_weights=slice_weights)
 
     def _inverse_norm(self, dtype):
         if dtype not in self._norm:
             ones = self.weights.new_ones(self.num_points, 1, dtype=dtype)
-            self._norm[dtype] = 1.0 / (self._filter(ones, self._plan(dtype, False))[:, 0] + 1e-20)
+            self._norm[dtype] = 1.0 / (self._filter(ones, self._plan(dtype))[:, 0] + 1e-20)
         return self._norm[dtype]
 
-    def _plan(self, dtype, normalized):
-        """The index and weight tables of the three steps in `dtype`, made on first use.  Normalised, the
-        slice's weights of point i are multiplied by 1 / filter(1)_i (dividing after slicing, at no cost) and,
-        for the transpose, the splat's (dividing before splatting)."""
-        key = (dtype, normalized)
+    def _plan(self, dtype, normalization=False):
+        """The index and weight tables of the three steps in `dtype`, made on first use.  `normalization`
+        "after" multiplies the slice's weights of point i by 1 / filter(1)_i (dividing after slicing, at no
+        cost); "before" (the transpose's) multiplies the splat's weights of point i instead."""
+        key = (dtype, normalization)
         if key not in self._plans:
-            if not normalized:
+            if not normalization:
                 self._plans[key] = self._make_plan(dtype)
             else:
-                plan = dict(self._plan(dtype, False))
+                plan = dict(self._plan(dtype))
                 inverse = self._inverse_norm(dtype)
-                slice_index, slice_weights = plan["slice"]
-                plan["slice"] = (slice_index, slice_weights * inverse[:, None])
-                points, splat_weights, starts = plan["splat"]
-                plan["splat_transposed"] = (points, splat_weights * inverse[points], starts)
+                if normalization == "after":
+                    vertices, weights = plan["slice"]
+                    plan["slice"] = (vertices, weights * inverse[:, None])
+                else:
+                    points, weights, starts = plan["splat"]
+                    plan["splat"] = (points, weights * inverse[points], starts)
                 self._plans[key] = plan
         return self._plans[key]
 
@@ -197,18 +200,15 @@ class PermutohedralLattice:
         flat = self.offsets.reshape(-1)
         order = self._splat_order if self._splat_order is not None else torch.argsort(flat, stable=True)
         starts = torch.zeros(m + 1, dtype=flat.dtype, device=flat.device)
-        starts[1:] = torch.bincount(flat, minlength=m).cumsum(0)
-        splat = (torch.div(order, d1, rounding_mode="floor"), weights.reshape(-1)[order].contiguous(), starts)
+        torch.cumsum(torch.bincount(flat, minlength=m), 0, out=starts[1:])
+        splat = (torch.div(order, d1, rounding_mode="floor"), weights.reshape(-1)[order], starts)
         vertices = torch.arange(m, device=flat.device)
-        blurs = []
-        for back, forward in self.neighbours:
-            index = torch.stack([torch.where(back < m, back, vertices), vertices,
-                                 torch.where(forward < m, forward, vertices)], 1)
-            taps = torch.stack([(back < m).to(dtype) * 0.25, torch.full((m,), 0.5, dtype=dtype, device=flat.device),
-                                (forward < m).to(dtype) * 0.25], 1)
-            blurs.append((index, taps))
-        slice_ = (self.offsets, weights.contiguous())
-        return {"splat": splat, "blurs": blurs, "slice": slice_, "splat_transposed": splat, "slice_transposed": slice_}
+        present = self.neighbours < m                                   # (d+1, 2, M)
+        around = torch.where(present, self.neighbours, vertices)
+        index = torch.stack([around[:, 0], vertices.expand(d1, m), around[:, 1]], 2)
+        taps = present.to(dtype) * 0.25
+        taps = torch.stack([taps[:, 0], torch.full_like(taps[:, 0], 0.5), taps[:, 1]], 2)
+        return {"splat": splat, "blurs": list(zip(index, taps)), "slice": (self.offsets, weights.contiguous())}
 
 
 def build(features):
