@@ -7,6 +7,7 @@
     caffe time  -model M [-iterations 50] [-phase TRAIN|TEST] [-gpu 0]
     (train, test, time) [-precision fp32|bf16|fp16]     brewnet only: mixed-precision compute
     train [-compile]                                    brewnet only: replay forward+backward from a CUDA graph
+    train [-dashboard [PORT]] [-dashboard_host H]       brewnet only: live curves in a browser (tools/dashboard)
     caffe device_query [-gpu 0|all]
 
 `brewnet <tool> args...` (or `caffe <tool> ...`) runs any other tool of brewnet.tools (TOOLS below:
@@ -29,11 +30,13 @@ from ..core import common
 from ..core.net import Net
 from ..runtime.precision import ENV_VARIABLE, Precision, check_mode, get_precision
 from ..errors import BrewnetError
-from ..log import get_logger, init_log
+from ..log import get_logger, init_log, logger as brewnet_logger
 from ..proto import caffe_pb2
 from ..solvers import get_solver, load_solver_param
 from ..solvers import snapshot as snap
 from ..solvers.base import COMPILE_VARIABLE, SolverAction
+from .dashboard import start_dashboard
+from .progress import TrainingProgress
 from .tool_flags import parse_command_line
 from .signal_handler import SignalHandler, action_from_flag
 
@@ -53,6 +56,7 @@ TOOLS = {
     "make_voc_digits": "write a VOC2012-layout segmentation set of MNIST digits",
     "parse_log": "parse a training log into .train and .test CSV tables",
     "plot_training_log": "plot curves from training logs into a PNG",
+    "report": "one self-contained HTML page of the curves of training logs, overlaid",
     "upgrade_net_proto_binary": "upgrade a V0/V1 binary net (old caffemodel)",
     "upgrade_net_proto_text": "upgrade a V0/V1 net prototxt",
     "upgrade_solver_proto_text": "upgrade a solver prototxt that uses solver_type",
@@ -94,6 +98,10 @@ FLAGS = {
                        "cost). GPU only; the CPU runs the eager path."),
     "procs": (1, "Optional; train data-parallel in this many CPU processes (gloo). The effective training batch "
                  "size is multiplied by the number of processes."),
+    "dashboard": ("", "Optional (brewnet only); train: serve a live page of the training curves on this port "
+                      "(given without a value, or 0: a free port); the address is logged."),
+    "dashboard_host": ("127.0.0.1", "Optional (brewnet only); the address the dashboard listens on; the default "
+                                    "is this machine only (0.0.0.0: every machine that reaches this one)."),
 }
 
 # Modules of brewnet.tools that are not commands of their own.
@@ -122,6 +130,22 @@ def _at_least_one(what):
     return lambda n: None if n >= 1 else f"Expect: a number of {what} >= 1"
 
 
+def _port_problem(value):
+    if value == "" or (value.isdigit() and int(value) <= 65535):
+        return None
+    return "Expect: a port number from 0 (a free port) to 65535"
+
+
+def _bare_dashboard(argv):
+    """`-dashboard` without a port (followed by another flag, the command, or nothing) means a free port."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg in ("-dashboard", "--dashboard") and (i + 1 == len(argv) or not argv[i + 1].isdigit()):
+            out[-1] = arg + "=0"
+    return out
+
+
 def _effect_problem(value):
     return None if value in SolverAction.ALL else f"Expect: one of {', '.join(SolverAction.ALL)}"
 
@@ -136,6 +160,7 @@ VALIDATORS = {
     "sigint_effect": _effect_problem,
     "sighup_effect": _effect_problem,
     "sigterm_effect": _effect_problem,
+    "dashboard": _port_problem,
 }
 
 
@@ -242,6 +267,9 @@ def train(flags):
         raise snap.missing_state_error(flags["snapshot"])
     from ..parallel import distributed
     if len(gpus) > 1 or flags["procs"] > 1 or distributed.torchrun_environment() is not None:
+        if flags["dashboard"]:
+            log.warning("-dashboard: not available when several solvers train; `brewnet report LOG` draws the "
+                        "same curves from the log")
         # One solver per rank (per GPU, per -procs process, or per torchrun process), gradients averaged.
         # The ranks' solvers take their precision from the environment, which the spawned processes inherit.
         os.environ[ENV_VARIABLE] = precision
@@ -253,18 +281,28 @@ def train(flags):
     # The signal handler comes after the start-up (net assembly, data opening, restoring): a Ctrl-C there ends
     # the program at once (main: status 130) instead of after the start-up and a snapshot of iteration 0.
     solver = get_solver(solver_param, source=flags["solver"], precision=precision)
+    dashboard = progress = None
+    status = "failed"
     try:
         solver.compile = solver.compile or flags["compile"]
         if flags["snapshot"]:
             log.info("Resuming from %s", flags["snapshot"])
             solver.restore(flags["snapshot"])
+        if flags["dashboard"]:
+            dashboard = start_dashboard(solver, int(flags["dashboard"]), flags["dashboard_host"])
+        progress = TrainingProgress(solver).attach(brewnet_logger)
         with SignalHandler(sigint, sighup, sigterm) as handler:
             solver.set_action_function(handler.check_for_signals)
             log.info("Starting Optimization")
             solver.solve()
             if handler.snapshot_before_exit and not os.path.exists(snap.current_state_file(solver)):
                 solver.snapshot()
+        status = "stopped" if solver.requested_early_exit else "finished"
     finally:
+        if progress is not None:
+            progress.close()
+        if dashboard is not None:
+            dashboard.close(status)
         _close_nets([solver.net] + list(solver.test_nets))
     log.info("Optimization Done.")
     return 0
@@ -421,7 +459,7 @@ def _run(argv):
         tool = find_tool(argv[0])
         if tool is not None:
             return tool.main(argv[1:]) or 0
-    parsed = parse_command_line(argv, FLAGS, USAGE, VALIDATORS)
+    parsed = parse_command_line(_bare_dashboard(argv), FLAGS, USAGE, VALIDATORS)
     if isinstance(parsed, int):
         return parsed
     flags, positional = parsed

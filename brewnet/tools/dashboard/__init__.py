@@ -115,6 +115,7 @@ class Dashboard:
         """Mark the run `status` ('finished', 'stopped', 'failed'), let open pages receive it, stop serving."""
         brewnet_logger.removeHandler(self.reader)
         try:
+            self.curves.set_iteration(self.solver.iter)
             self.curves.finish(status)
             deadline = time.monotonic() + FINAL_EVENT_WAIT_S
             while self.server.open_streams and time.monotonic() < deadline:

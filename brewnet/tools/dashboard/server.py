@@ -25,6 +25,9 @@ STATIC = {
 }
 # How often an idle event stream sends a comment, so that a browser (and a proxy) keeps the connection.
 KEEPALIVE_S = 15.0
+# The least time between two events of a stream: a fast run changes its curves many times a second, and each
+# event carries every curve.
+EVENT_INTERVAL_S = 0.25
 # The page's own files only: no inline script, nothing from another origin.
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'"
 
@@ -122,6 +125,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
                         self.wfile.flush()
                         return
                 self.wfile.flush()
+                self.server.closing.wait(EVENT_INTERVAL_S)
         except (BrokenPipeError, ConnectionResetError):
             pass        # the page went away
         finally:

@@ -1,5 +1,5 @@
 /* brewnet's training curves, drawn with uPlot: the live dashboard (`caffe train -dashboard`: data from /data,
-   then server-sent events from /events) and the report (`brewnet report`: runs embedded in <script id="runs">).
+   then server-sent events from /events) and the report (`brewnet report`: runs embedded in the page as JSON).
    A run is RunCurves.snapshot() (brewnet/tools/dashboard/curves.py): series[group][name] = [iterations, values]. */
 (function () {
   "use strict";
