@@ -72,30 +72,62 @@ def dense_crf_exact(unary, image, theta_alpha, theta_beta, theta_gamma, w_bilate
 def mean_field(unary, filters, weights, compatibility, iterations):
     """Mean field on one image: `unary` (P, L) energies, `filters` the normalised kernels (callables taking
     and returning (P, L)), `weights` one number or (L, L) matrix per kernel."""
+    unary = unary.contiguous()      # (P, L) rows: a transposed view would make every step below strided
+    potts = _is_potts(compatibility)
     q = torch.softmax(-unary, dim=1)
     for _ in range(iterations):
-        messages = sum(_weighted(w, kernel(q)) for w, kernel in zip(weights, filters))
-        q = torch.softmax(-unary - messages @ compatibility.t(), dim=1)
+        messages = _messages(q, filters, weights)
+        if potts:
+            # Potts' pairwise term sum_{l' != l} m(l') = sum(m) - m(l): the sum is the same for every label of a
+            # pixel and the softmax removes it, leaving softmax(m - U) (densecrf's own form), with no matmul.
+            q = torch.softmax(messages.sub_(unary), dim=1)
+        else:
+            q = torch.softmax(-unary - messages @ compatibility.t(), dim=1)
     return q
+
+
+def _messages(q, filters, weights):
+    """sum_k w_k K_k(q), accumulated in place into the first term (a new tensor: the filters' outputs are
+    never written to, in case a filter hands back a tensor it keeps)."""
+    total = None
+    for weight, kernel in zip(weights, filters):
+        filtered = kernel(q)
+        if total is None:
+            total = _weighted(weight, filtered)
+        elif isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            total.add_(filtered @ weight.t())
+        else:
+            total.add_(filtered, alpha=weight)
+    return total
 
 
 def _weighted(weight, messages):
     return messages @ weight.t() if isinstance(weight, torch.Tensor) and weight.dim() == 2 else messages * weight
 
 
-def _lattice_filters(image, thetas):
+def _is_potts(compatibility):
+    labels = compatibility.shape[0]
+    eye = torch.eye(labels, dtype=compatibility.dtype, device=compatibility.device)
+    return bool(torch.equal(compatibility, 1 - eye))
+
+
+def _lattice_filters(image, thetas, shared):
     theta_alpha, theta_beta, theta_gamma = thetas
     _, height, width = image.shape
     bilateral = permutohedral.build(bilateral_features(image, theta_alpha, theta_beta))
-    spatial = permutohedral.build(spatial_features(height, width, theta_gamma, image.dtype, image.device))
+    if "spatial" not in shared:     # the spatial kernel depends on the grid only: one lattice for the batch
+        shared["spatial"] = permutohedral.build(spatial_features(height, width, theta_gamma, image.dtype,
+                                                                 image.device))
+    spatial = shared["spatial"]
     return [lambda q: bilateral.filter(q, normalized=True), lambda q: spatial.filter(q, normalized=True)]
 
 
-def _exact_filters(image, thetas):
+def _exact_filters(image, thetas, shared):
     theta_alpha, theta_beta, theta_gamma = thetas
     _, height, width = image.shape
-    kernels = [gaussian_kernel(bilateral_features(image, theta_alpha, theta_beta)),
-               gaussian_kernel(spatial_features(height, width, theta_gamma, image.dtype, image.device))]
+    if "spatial" not in shared:
+        shared["spatial"] = gaussian_kernel(spatial_features(height, width, theta_gamma, image.dtype, image.device))
+    kernels = [gaussian_kernel(bilateral_features(image, theta_alpha, theta_beta)), shared["spatial"]]
     return [lambda q, k=k: k @ q for k in kernels]
 
 
@@ -113,10 +145,10 @@ def _infer(unary, image, thetas, weights, iterations, compatibility, unary_kind,
     weights = [_weight(w, labels, unary, name) for w, name in zip(weights, ("w_bilateral", "w_spatial"))]
     if unary_kind == "scores":
         unary = -unary
-    out = []
+    out, shared = [], {}
     for u, img in zip(unary, image.to(unary.dtype)):
         flat = u.reshape(labels, -1).t()
-        q = mean_field(flat, make_filters(img, thetas), weights, compatibility, iterations)
+        q = mean_field(flat, make_filters(img, thetas, shared), weights, compatibility, iterations)
         out.append(q.t().reshape(u.shape))
     q = torch.stack(out)
     return q if batched else q[0]
