@@ -148,10 +148,21 @@ class PermutohedralLattice:
         if values.dim() not in (1, 2) or values.shape[0] != self.num_points:
             raise DenseCRFError(f"values of shape {tuple(values.shape)} do not fit a lattice of "
                                 f"{self.num_points} points: expected ({self.num_points},) or ({self.num_points}, C)")
-        flat = values if values.dim() == 2 else values[:, None]
-        normalization = normalized and ("before" if transposed else "after")
-        out = self._filter(flat.contiguous(), self._plan(flat.dtype, normalization), transposed)
+        flat = (values if values.dim() == 2 else values[:, None]).contiguous()
+        if normalized and not transposed and flat.dtype not in self._norm:
+            out = self._filter_and_normalizer(flat)
+        else:
+            normalization = normalized and ("before" if transposed else "after")
+            out = self._filter(flat, self._plan(flat.dtype, normalization), transposed)
         return out if values.dim() == 2 else out[:, 0]
+
+    def _filter_and_normalizer(self, values):
+        """The first normalised filter in a dtype: filter(1) rides along as one more column.  A one-column
+        filter costs nearly as much as a many-column one (the gathers' cost is per vertex), so this saves
+        most of a filter per lattice."""
+        both = self._filter(torch.cat([values, values.new_ones(len(values), 1)], 1), self._plan(values.dtype))
+        self._norm[values.dtype] = inverse = 1.0 / (both[:, -1] + 1e-20)
+        return both[:, :-1] * inverse[:, None]
 
     @staticmethod
     def _filter(values, plan, transposed=False):
@@ -193,22 +204,24 @@ class PermutohedralLattice:
     def _make_plan(self, dtype):
         """splat: one bag per vertex, of the points around it (offsets sorted by vertex: the slice's transpose);
         blur: one bag of three per vertex and direction, (back, self, forward) with taps (1, 2, 1) / 4, a
-        missing neighbour replaced by the vertex itself with tap 0 (every bag the same size: no compaction);
+        missing neighbour pointing at a zero row (every bag the same size and the taps shared: no compaction);
         slice: one bag per point, its simplex's vertices with its barycentric weights."""
         m, d1 = self.num_vertices, self.offsets.shape[1]
         weights = self.weights.to(dtype)
         flat = self.offsets.reshape(-1)
         order = self._splat_order if self._splat_order is not None else torch.argsort(flat, stable=True)
-        starts = torch.zeros(m + 1, dtype=flat.dtype, device=flat.device)
-        torch.cumsum(torch.bincount(flat, minlength=m), 0, out=starts[1:])
+        # Bag m of the splat is empty: the grid gets a zero row m, where the blur's missing neighbours point.
+        starts = flat.new_zeros(m + 2)
+        torch.cumsum(torch.bincount(flat, minlength=m), 0, out=starts[1:m + 1])
+        starts[m + 1] = starts[m]
         splat = (torch.div(order, d1, rounding_mode="floor"), weights.reshape(-1)[order], starts)
-        vertices = torch.arange(m, device=flat.device)
-        present = self.neighbours < m                                   # (d+1, 2, M)
-        around = torch.where(present, self.neighbours, vertices)
-        index = torch.stack([around[:, 0], vertices.expand(d1, m), around[:, 1]], 2)
-        taps = present.to(dtype) * 0.25
-        taps = torch.stack([taps[:, 0], torch.full_like(taps[:, 0], 0.5), taps[:, 1]], 2)
-        return {"splat": splat, "blurs": list(zip(index, taps)), "slice": (self.offsets, weights.contiguous())}
+        # Blur bags (back, self, forward) per vertex, plus (m, m, m) for the zero row, which stays zero.
+        index = flat.new_full((d1, m + 1, 3), m)
+        index[:, :m, 0] = self.neighbours[:, 0]
+        index[:, :m, 1] = torch.arange(m, device=flat.device)
+        index[:, :m, 2] = self.neighbours[:, 1]
+        taps = torch.tensor([0.25, 0.5, 0.25], dtype=dtype, device=flat.device).repeat(m + 1, 1)
+        return {"splat": splat, "blurs": [(i, taps) for i in index], "slice": (self.offsets, weights.contiguous())}
 
 
 def build(features):
