@@ -21,12 +21,13 @@ def blob_name(net, blob):
 
 class WassersteinGPLoss(WassersteinLoss):
     """WassersteinLoss without clipping, plus the penalty after D's backward of the real and fake batches.
-    `norms` keeps the mean gradient norm of every D step (0-d device tensors), to see the penalty work."""
+    `norms` and `penalties` keep each D step's mean gradient norm and penalty (0-d device tensors, read when
+    convenient), to see the penalty work."""
 
     def __init__(self, weight=10.0, target=1.0, generator=None):
         super().__init__(clip=None)
         self.weight, self.target, self.generator_rng = float(weight), float(target), generator
-        self.norms = []
+        self.norms, self.penalties = [], []
 
     def interpolates(self, real, fake):
         """e x + (1 - e) x~ with one e ~ U(0, 1) per sample."""
@@ -44,4 +45,5 @@ class WassersteinGPLoss(WassersteinLoss):
         score = self.score or next(iter(trainer.d_outputs))
         penalty, norms = gradient_penalty(net, blob_name(net, trainer.d_in), score, self.weight, self.target)
         self.norms.append(norms.mean())
+        self.penalties.append(penalty)
         return penalty
