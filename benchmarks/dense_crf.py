@@ -1,7 +1,7 @@
 """Dense CRF mean field on the permutohedral lattice: seconds for one image.
 
     python -m benchmarks.dense_crf [--size 256] [--labels 21] [--iterations 5] [--rounds 5] [--threads N]
-                                   [--device cpu|cuda] [--dtype float32|float64]
+                                   [--device cpu|cuda] [--dtype float32|float64] [--compare-threads 1 2]
 
 A random image and unary of crfasrnn's setting (theta_alpha 80, theta_beta 13, theta_gamma 3, weights 5 and
 3, colours 0-255).  The time covers all of `dense_crf`: building both lattices (features fixed per image) and
@@ -10,8 +10,10 @@ after one warm-up call.
 
 When pydensecrf (PyPI `pydensecrf2`, Krähenbühl's own C++ densecrf; `pip install brewnet[bench]`) imports, the
 same unary and image also go through it, set up as brewnet's definition (NORMALIZE_AFTER kernels, Potts compat
-= the weights, see `densecrf_reference`), both timed at one torch thread, interleaved round by round (median of
-the per-round ratios), with the agreement of their marginals.
+= the weights, see `densecrf_reference`), both timed interleaved round by round (median of the per-round
+ratios) at each of `--compare-threads` torch thread counts, with the agreement of their marginals.  densecrf is
+single threaded whatever the count (it is the same program in every row), so the one-thread row is the fair
+comparison; the others show what torch's threads add.
 """
 import argparse
 import time
@@ -55,12 +57,12 @@ def densecrf_reference(unary, image, theta_alpha, theta_beta, theta_gamma, w_bil
     return np.asarray(crf.inference(iterations), dtype=np.float32).reshape(labels, height, width)
 
 
-def _against_densecrf(unary, image, thetas, weights, iterations, rounds):
-    """Times and agreement of brewnet and pydensecrf on the same (CPU, float32) problem, at one torch thread."""
+def _against_densecrf(unary, image, thetas, weights, iterations, rounds, torch_threads=1):
+    """Times and agreement of brewnet (at `torch_threads`) and pydensecrf on the same (CPU, float32) problem."""
     u, img = unary.cpu().float(), image.cpu().round().clamp(0, 255)
     u_np, img_np = u.numpy(), img.to(torch.uint8).numpy()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(torch_threads)
     try:
         times = interleaved({"brewnet": lambda: dense_crf(u, img, *thetas, *weights, iterations),
                              "densecrf": lambda: densecrf_reference(u_np, img_np, *thetas, *weights, iterations)},
@@ -71,7 +73,7 @@ def _against_densecrf(unary, image, thetas, weights, iterations, rounds):
     q_densecrf = densecrf_reference(u_np, img_np, *thetas, *weights, iterations)
     diff = np.abs(q_brewnet - q_densecrf)
     agree = (q_brewnet.argmax(0) == q_densecrf.argmax(0)).mean()
-    print(f"  against pydensecrf2 (float32 CPU, 1 torch thread, interleaved, median of {rounds}): "
+    print(f"  against pydensecrf2 (float32 CPU, {torch_threads} torch thread(s), interleaved, median of {rounds}): "
           f"brewnet {median(times['brewnet']):.3f} s, pydensecrf {median(times['densecrf']):.3f} s, "
           f"ratio brewnet / pydensecrf2 {paired_ratio(times, 'brewnet', 'densecrf'):.2f}")
     print(f"  agreement: argmax {agree:.4f} of pixels, |Q_brewnet - Q_densecrf| mean {diff.mean():.2e}, "
@@ -87,6 +89,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--compare-threads", type=int, nargs="+", default=[1, 2],
+                        help="torch thread counts of the side-by-side runs against pydensecrf")
     args = parser.parse_args(argv)
     setup_process(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -111,7 +115,8 @@ def main(argv=None):
     except ImportError:
         print("  pydensecrf not importable (pip install brewnet[bench]): no side-by-side run")
         return
-    _against_densecrf(unary, image, thetas, weights, args.iterations, args.rounds)
+    for threads in args.compare_threads:
+        _against_densecrf(unary, image, thetas, weights, args.iterations, args.rounds, threads)
 
 
 if __name__ == "__main__":
