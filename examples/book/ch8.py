@@ -59,10 +59,17 @@ def fixed_step(ctx):
     walks = {rate: parabola_walk(rate, torch.float64) for rate in STEPS}
     viz.line_plot(ctx.figure("steps_x.png"), {f"step {r}": w.points[:, 0] for r, w in walks.items() if r <= 1},
                   x=np.arange(21), xlabel="epoch", ylabel="x", title="8.1 gradient descent on (x-1)^2: x by step size")
-    viz.line_plot(ctx.figure("steps_distance.png"),
-                  {f"step {r}": np.abs(w.points[:, 0] - 1) + 1e-300 for r, w in walks.items()}, x=np.arange(21),
-                  xlabel="epoch", ylabel="|x - 1|", logy=True,
-                  title="8.1 |x - 1|: shrinks (< 1), stays (step 1), grows (> 1)")
+    viz.line_plot(ctx.figure("steps_distance.png"),     # step 0.5 reaches 0: drawn at 1e-17
+                  {f"step {r}": np.maximum(np.abs(w.points[:, 0] - 1), 1e-17) for r, w in walks.items() if r < 2},
+                  x=np.arange(21), xlabel="epoch", ylabel="|x - 1|", logy=True,
+                  title="8.1 |x - 1|: shrinks (step < 1), stays (1), grows (> 1)")
+    viz.line_plot(ctx.figure("step_100.png"), {"|grad|, float64": np.abs(big64.grads[:, 0]),
+                                               "|grad|, float32 (stops: loss overflows)":
+                                                   np.pad(np.abs(big32.grads[:, 0]), (0, 20 - overflow),
+                                                          constant_values=np.nan)},
+                  xlabel="epoch", ylabel="|grad|", logy=True, x=np.arange(20),
+                  styles={"|grad|, float64": "o-", "|grad|, float32 (stops: loss overflows)": "x--"},
+                  title="8.1 step 100: |grad| = 8 * 199^epoch")
     factors = {rate: 1 - 2 * rate for rate in STEPS}
     numbers = {"line64": line64, "line32": line32, "grad32": f32.grads[19][0], "x32": f32.points[20][0],
                "grad100": grad100, "digits100": digits, "overflow32": overflow,
@@ -73,7 +80,7 @@ def fixed_step(ctx):
             f"inwards, 1.0 forever between 5 and -3, 1.1 outwards; step 100 float64: grad {grad100:.16e} at epoch "
             f"19, the float64 nearest to the book's integer ({digits} digits agree; the book's 45 digits are "
             f"Python integer arithmetic from x = 5, lr = 100); in float32 the loss overflows after {overflow} "
-            f"epochs and brewnet stops (Caffe would go on with inf); figures steps_x.png, steps_distance.png")
+            f"epochs and brewnet stops (Caffe would go on with inf); figures steps_x.png, steps_distance.png, step_100.png")
     return Result(ours=ours, numbers=numbers, data="f(x) = x^2 - 2x + 1, x0 = 5 (the book's)")
 
 
