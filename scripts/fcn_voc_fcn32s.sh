@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs fcn.berkeleyvision.org's voc-fcn32s code on brewnet, end to end on a VOC-format folder: its net.py
 # (NetSpec, coord_map.crop) writes train/val.prototxt, caffe.SGDSolver reads its solver.prototxt, its
-# surgery.interp fills the upsampling filters, the solver steps, and its score.seg_tests reports overall
-# accuracy, mean IU and fwavacc.
+# surgery.transplant casts a VGG16 classifier into the FCN, its surgery.interp fills the upsampling filters,
+# the solver steps, and its score.seg_tests reports overall accuracy, mean IU and fwavacc.
 #
 #   scripts/fcn_voc_fcn32s.sh FCN_CHECKOUT [VOC_FOLDER] [STEPS]
 #
@@ -55,6 +55,32 @@ import surgery
 net.make_net()
 caffe.set_mode_cpu()
 solver = caffe.SGDSolver('solver.prototxt')
+# ilsvrc-nets' step: VGG16 cast into fully convolutional form by surgery.transplant (its fc6/fc7 inner
+# products coerced into fcn32s's 7x7 and 1x1 convolutions, fc8 dropped); the ILSVRC weights cannot be fetched,
+# so the classifier is VGG16's layout filled with Gaussian values.
+from caffe import layers as L, params as P
+vgg = caffe.NetSpec()
+vgg.data = L.Input(shape=dict(dim=[1, 3, 224, 224]))
+top = vgg.data
+for block, (width, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], start=1):
+    for k in range(1, convs + 1):
+        top = L.Convolution(top, num_output=width, kernel_size=3, pad=1, weight_filler=dict(type='gaussian', std=0.01))
+        setattr(vgg, 'conv%d_%d' % (block, k), top)
+        top = L.ReLU(top, in_place=True)
+        setattr(vgg, 'relu%d_%d' % (block, k), top)
+    top = L.Pooling(top, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    setattr(vgg, 'pool%d' % block, top)
+vgg.fc6 = L.InnerProduct(top, num_output=4096, weight_filler=dict(type='gaussian', std=0.01))
+vgg.fc7 = L.InnerProduct(vgg.fc6, num_output=4096, weight_filler=dict(type='gaussian', std=0.01))
+vgg.fc8 = L.InnerProduct(vgg.fc7, num_output=1000, weight_filler=dict(type='gaussian', std=0.01))
+with open('vgg16_classifier.prototxt', 'w') as f:
+    f.write(str(vgg.to_proto()))
+base = caffe.Net('vgg16_classifier.prototxt', caffe.TEST)
+surgery.transplant(solver.net, base)
+for name in ('conv1_1', 'conv5_3', 'fc6', 'fc7'):
+    same = np.array_equal(solver.net.params[name][0].data.ravel(), base.params[name][0].data.ravel())
+    print('transplant %s %s -> %s: %s' % (name, base.params[name][0].data.shape,
+                                         solver.net.params[name][0].data.shape, 'equal' if same else 'DIFFERENT'))
 surgery.interp(solver.net, [k for k in solver.net.params.keys() if 'up' in k])
 solver.step($steps)
 val = np.loadtxt('$voc/ImageSets/Segmentation/val.txt', dtype=str, ndmin=1)

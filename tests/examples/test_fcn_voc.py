@@ -1,5 +1,5 @@
-"""fcn.berkeleyvision.org's voc-fcn32s code (net.py, solver.prototxt, voc_layers.py, surgery.py, score.py) runs
-on brewnet end to end on a VOC-format folder of brewnet's digit set: scripts/fcn_voc_fcn32s.sh.  Their code is
+"""fcn.berkeleyvision.org's voc-fcn32s code (net.py, solver.prototxt, voc_layers.py, surgery.py's transplant and
+interp, score.py) runs on brewnet end to end on a VOC-format folder of brewnet's digit set: scripts/fcn_voc_fcn32s.sh.  Their code is
 not vendored: $FCN names a checkout or bare clone of github.com/shelhamer/fcn.berkeleyvision.org, and the test
 skips without one."""
 import os
@@ -23,5 +23,9 @@ def test_voc_fcn32s_generates_solves_and_scores_on_a_voc_folder():
     scores = dict(re.findall(r"Iteration 2 (overall accuracy|mean IU|fwavacc|loss) ([0-9.eE+-]+)", done.stdout))
     assert set(scores) == {"loss", "overall accuracy", "mean IU", "fwavacc"}, done.stdout[-2000:]
     assert float(scores["loss"]) > 0
+    # surgery.transplant copied VGG16's convolutions and coerced its fc6 / fc7 into convolutions, values intact.
+    assert "transplant conv1_1 (64, 3, 3, 3) -> (64, 3, 3, 3): equal" in done.stdout
+    assert "transplant fc6 (4096, 25088) -> (4096, 512, 7, 7): equal" in done.stdout
+    assert "transplant fc7 (4096, 4096) -> (4096, 4096, 1, 1): equal" in done.stdout
     for name in ("overall accuracy", "mean IU", "fwavacc"):
         assert 0.0 < float(scores[name]) <= 1.0
