@@ -49,7 +49,9 @@ def is_loopback(host):
 
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True       # an open event stream never keeps the program alive
-    allow_reuse_address = False  # a port in use is an error, not a shared socket
+    # SO_REUSEADDR: the port of a run that just ended (its connections in TIME_WAIT) can be taken again at once;
+    # a port another program listens on is still refused
+    allow_reuse_address = True
 
     def __init__(self, curves, host, port):
         super().__init__((host, port), DashboardHandler)

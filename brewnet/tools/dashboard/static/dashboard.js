@@ -107,13 +107,22 @@
     return {
       title: spec.title, width: width, height: 260,
       scales: { x: { time: false }, y: spec.log ? { distr: 3 } : {} },
-      axes: [{ label: "iteration" }, { size: 64 }],
+      axes: [{ label: "iteration" }, { size: 64, values: tickLabels }],
       legend: { live: false },
       series: [{ label: "iteration" }].concat(spec.lines.map(function (l) {
         var stroke = l.alpha ? hexAlpha(l.color, l.alpha) : l.color;
         return { label: l.label, stroke: stroke, width: l.width, spanGaps: true, points: { show: false } };
       })),
     };
+  }
+
+  // three significant digits (uPlot's default rounds 0.0095 to 0.01 on a fine grid); small ones in e-notation
+  function tickLabels(u, splits) {
+    return splits.map(function (v) {
+      if (v === null || v === undefined) return null;
+      if (v !== 0 && Math.abs(v) < 1e-3) return v.toExponential(0);
+      return String(Number(v.toPrecision(3)));
+    });
   }
 
   function hexAlpha(hex, alpha) {
@@ -145,6 +154,7 @@
         chart.key = key;
       }
       chart.holder.setAttribute("data-points", String(data[0].length));
+      box.appendChild(chart.holder);      // in the specs' order, whichever curve came first
     });
     Object.keys(state.charts).forEach(function (id) {
       if (!wanted[id]) {
