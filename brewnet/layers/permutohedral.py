@@ -114,8 +114,9 @@ class _KeyCoder:
     def __call__(self, keys):
         return ((keys - self.low) * self.radix).sum(-1)
 
-    def delta(self, step):
-        return int((step * self.radix).sum())
+    def delta(self, steps):
+        """code(key + step) - code(key) for each step (the last dimension holds the coordinates)."""
+        return (steps * self.radix).sum(-1)
 
 
 class PermutohedralLattice:
@@ -253,27 +254,23 @@ def _number_vertices(codes):
 
 def _neighbours(codes, coder, d):
     """(d+1, 2, M): along direction j the neighbours of a vertex are key -/+ (1, ..., 1) with coordinate j
-    moved by +/- d instead (for j = d, the implicit last coordinate, all d stored coordinates move by -/+ 1).
-    Only the forward one is searched: u is v's forward neighbour exactly when v is u's backward one."""
+    moved by -/+ d instead (for j = d, the implicit last coordinate, all d stored coordinates move by -/+ 1).
+    Only the forward ones are searched (all directions in one call): u is v's forward neighbour exactly when v
+    is u's backward one."""
     m = len(codes)
-    vertices = torch.arange(m, device=codes.device)
-    found = []
-    for j in range(d + 1):
-        step = torch.ones(d, dtype=codes.dtype, device=codes.device)
-        if j < d:
-            step[j] = -d
-        forward = _lookup(codes, codes + coder.delta(step))
-        back = torch.full_like(forward, m)
-        present = forward < m
-        back[forward[present]] = vertices[present]
-        found.append(torch.stack([back, forward]))
-    return torch.stack(found)
+    steps = torch.ones(d + 1, d, dtype=codes.dtype, device=codes.device)
+    steps[:d].fill_diagonal_(-d)
+    forward = _lookup(codes, codes + coder.delta(steps)[:, None])
+    # back[forward[v]] = v; an absent forward neighbour (index m) writes into a spare column, dropped.
+    back = torch.full((d + 1, m + 1), m, dtype=forward.dtype, device=forward.device)
+    back.scatter_(1, forward, torch.arange(m, device=codes.device).expand(d + 1, m))
+    return torch.stack([back[:, :m], forward], 1)
 
 
 def _lookup(codes, wanted):
     """Index of each wanted code in the sorted `codes`, or len(codes) (the zero row) where absent."""
     at = torch.searchsorted(codes, wanted).clamp_(max=len(codes) - 1)
-    return torch.where(codes[at] == wanted, at, torch.full_like(at, len(codes)))
+    return at.masked_fill_(codes[at] != wanted, len(codes))
 
 
 def gaussian_filter_exact(features, values, normalized=False):
