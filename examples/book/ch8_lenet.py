@@ -218,7 +218,7 @@ def regularization(ctx):
             f"to NumPy ISTA within {ln['prox_vs_ista']:.0e}. On LeNet Caffe's L1 term rides in the momentum "
             f"history (a pull of lr*decay/(1-momentum) = 10x lr*decay per step), the proximal threshold is lr*decay "
             f"once per step: Caffe's L1 herds most weights into a band around 0 without reaching it, proximal_l1 "
-            f"zeroes the ones it reaches exactly and keeps L2's accuracy here; figures weight_histograms.png, "
+            f"zeroes the ones it reaches exactly and stays near L2's accuracy here; figures weight_histograms.png, "
             f"lasso_weights.png, lasso_zeros.png")
     return Result(ours=ours, numbers=numbers, data=_where(ctx) + "; lasso: seeded Gaussian A (100 x 50)")
 
