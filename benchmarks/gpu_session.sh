@@ -5,7 +5,8 @@
 # TESTS="tests/..." first runs those tests in GPU mode ($OUT/tests.log).  BOOK="5.9 5.9:SETTING ..." runs the
 # book's experiments that want a GPU (5.9: LeNet++ at caffe-face's own size and schedule, or another of
 # examples/book/ch5_9.py's SETTINGS) into $OUT/book.tar.gz; figures are drawn here afterwards
-# (python -m examples.book.ch5_9 --draw DIR).  GPU_CHECK=0 skips the check.
+# (python -m examples.book.ch5_9 --draw DIR).  CRF=1 checks the dense CRF and CRF-as-RNN on CUDA (gpu_crf.py).
+# GPU_CHECK=0 skips the check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl \
@@ -30,4 +31,6 @@ done
 wait
 [ -z "${BOOK:-}" ] || (cd /tmp/book && tar czf "$OUT/book.tar.gz" --exclude=data --exclude='*.solverstate*' \
                                          --exclude='*_iter_*' --exclude='*.caffemodel' .)
+# CRF=1: the dense CRF and MultiStageMeanfield on CUDA against the CPU (benchmarks/gpu_crf.py).
+[ "${CRF:-0}" = 0 ] || timeout 200 python3 -m benchmarks.gpu_crf --out "$OUT" 2>&1 | tee "$OUT/gpu_crf.log"
 [ "${GPU_CHECK:-1}" = 0 ] || timeout 270 python3 -m benchmarks.gpu_check --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log"
