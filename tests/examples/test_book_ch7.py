@@ -59,6 +59,8 @@ def test_bn_trains_lenet_on_raw_pixels_and_resnet_needs_it(tmp_path, digits):
     assert lenet["scaled 1/256"]["accuracy"] > 0.7
     assert res["BN, lr 0.1"]["diverged"] is None and np.isfinite(res["BN, lr 0.1"]["loss"]).all()
     assert res["no BN, lr 0.1"]["diverged"] is not None                 # the same net without BN blows up
+    # Without BN the residual sums grow the logits: the first loss is far above BN's (about ln 10).
+    assert res["no BN, lr 0.001"]["loss"][0] > 3 * res["BN, lr 0.1"]["loss"][0]
     assert any(p.endswith("resnet20_loss.png") for p in result.figures)
 
 
