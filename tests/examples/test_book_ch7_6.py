@@ -47,6 +47,7 @@ def test_deletions_cover_the_deletable_blocks(result):
     assert list(deletions["Plain-8"]) == ["res1_1"]                          # the others change the shape
     for accuracies in deletions.values():
         assert all(0 <= a <= 1 for a in accuracies.values())
+    assert list(result.numbers["columns"]["FractalNet-C3"]) == [0, 1, 2]
 
 
 def test_training_curves_and_figures(result):
