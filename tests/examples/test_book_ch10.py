@@ -64,7 +64,7 @@ def test_vae_trains_and_its_kl_is_the_books_formula(out_root):
         low, high = n["sample_range"]
         assert 0 <= low < high <= 1
         assert sum(n["histogram"]) == ch10_common.QUICK_SAMPLES
-    axis = result.numbers["grid_axis"]
+    axis = result.numbers["2-D"]["grid_axis"]
     assert len(axis) == ch10.QUICK_GRID and axis[0] == pytest.approx(-axis[-1]) and axis[-1] == pytest.approx(1.383, abs=0.01)
     assert result.numbers["real_score"] > 5.0            # the real digits: confident and spread over the classes
     assert set(result.quality) == {"VAE (30-D latent)", "VAE (2-D latent)", "real digits"}
