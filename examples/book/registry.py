@@ -15,7 +15,7 @@ import os
 import sys
 
 # Chapter modules, imported in this order by load_all(); a new chapter adds its module name here.
-CHAPTERS = ("ch3", "ch4", "ch5_9", "ch6", "ch7_3", "ch7_4", "ch7_5", "ch7_6", "ch8", "ch8_lenet", "ch9", "ch10", "ch10_dcgan")
+CHAPTERS = ("ch3", "ch4", "ch5_9", "ch6", "ch7_3", "ch7_4", "ch7_5", "ch7_6", "ch8", "ch8_lenet", "ch9", "ch10", "ch10_dcgan", "ch10_infogan", "ch10_wgan")
 
 EXPERIMENTS = {}
 
