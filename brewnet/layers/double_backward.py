@@ -179,7 +179,7 @@ class PoolingRule(Rule):
     def check(self, layer, bottoms, tops):
         if layer.method not in (P.MAX, P.AVE) or len(tops) != 1:
             raise LayerError("Expect: MAX or AVE pooling with one top for a double backward, Actual: "
-                             f"{P.PoolMethod.Name(layer.method)} with {len(top)} tops", layer.name, layer.type)
+                             f"{P.PoolMethod.Name(layer.method)} with {len(tops)} tops", layer.name, layer.type)
 
     def backward(self, layer, x, y, dy):
         return layer.pool_backward(dy.contiguous(), x)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from brewnet.core.net import Net
+from brewnet.errors import LayerError
 from brewnet.layers.double_backward import DoubleBackwardError, critic_path, gradient_penalty
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
@@ -173,4 +174,13 @@ def test_output_not_computed_from_input_is_an_error():
                       'layer { name: "z" type: "Input" top: "z" input_param { shape { dim: 4 dim: 3 } } }',
                       ip("score", "z", 1)])
     with pytest.raises(DoubleBackwardError, match="blob 'score' is not computed from blob 'data'"):
+        critic_path(make_net(text, torch.float64), "data", "score")
+
+
+def test_pooling_other_than_max_or_ave_is_refused():
+    text = "\n".join(['name: "stochastic"', data((2, 1, 4, 4)),
+                      layer("pool", "Pooling", "data", "pool", "pooling_param { pool: STOCHASTIC kernel_size: 2 }"),
+                      ip("score", "pool", 1)])
+    with pytest.raises(LayerError, match=r"layer 'pool' \(type Pooling\): Expect: MAX or AVE pooling with one top "
+                                         r"for a double backward, Actual: STOCHASTIC with 1 tops"):
         critic_path(make_net(text, torch.float64), "data", "score")
