@@ -12,7 +12,6 @@ Head: with a label, `SoftmaxWithLoss` (top `loss`) and, when `accuracy` is true,
 `accuracy`); without a label (a deploy net), `Softmax` (top `prob`). The classifier's output is `score`.
 """
 from ..errors import BrewnetError
-from ..proto import caffe_pb2
 from ..pycaffe.net_spec import layers as L, params as P
 
 
@@ -21,7 +20,6 @@ class ModelSpecError(BrewnetError, ValueError):
 
 
 MSRA = dict(type="msra")
-XAVIER = dict(type="xavier")
 
 
 def add_inputs(n, source=None, input_shape=None, batch_size=64, label=True, backend="LMDB",
@@ -104,10 +102,3 @@ def parameter_count(net):
                 total += blob.count()
     return total
 
-
-def net_param(param_or_text):
-    """A NetParameter from a generator's output (already one) or prototxt text."""
-    if isinstance(param_or_text, caffe_pb2.NetParameter):
-        return param_or_text
-    from ..proto.io import parse_text
-    return parse_text(param_or_text, caffe_pb2.NetParameter())
