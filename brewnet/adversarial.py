@@ -167,6 +167,16 @@ def _core_solver(solver):
     return core, getattr(solver, "_net", None)
 
 
+class _Passes:
+    """Whole-net forward and backward: through the pycaffe Net when there is one (it syncs host mirrors and
+    computes in the solver's precision, caffe.set_precision), else the core Net's own; neither reads NumPy."""
+
+    def __init__(self, core, py):
+        last = len(core.layers) - 1
+        self.forward = (lambda: py._forward(0, last)) if py is not None else core.forward
+        self.backward = (lambda: py._backward(last, 0)) if py is not None else core.backward
+
+
 class AdversarialTrainer:
     """Alternate `k` D steps and one G step.  `g_solver`, `d_solver`: pycaffe solvers (caffe.get_solver,
     caffe.AdamSolver, ...) or brewnet solvers.  `real`: a callable giving a batch of real images as a tensor
@@ -178,6 +188,7 @@ class AdversarialTrainer:
         self.g_solver, self._g_py = _core_solver(g_solver)
         self.d_solver, self._d_py = _core_solver(d_solver)
         self.g_net, self.d_net = self.g_solver.net, self.d_solver.net
+        self._g, self._d = _Passes(self.g_net, self._g_py), _Passes(self.d_net, self._d_py)
         self.real, self.k, self.noise = real, int(k), noise
         self.loss = loss or NonSaturatingLoss()
         if self.k < 1:
@@ -221,17 +232,17 @@ class AdversarialTrainer:
     def generate(self):
         """Fresh noise through G; returns G's output tensor (the blob's own memory)."""
         self.noise(self.z.data)
-        self.g_net.forward()
+        self._g.forward()
         return self.gen.data
 
     def _d_pass(self, images, loss_of):
         """D forward on `images`, the loss's diffs at D's outputs, D backward; returns the loss."""
         self.d_in.store_data(images)
-        self.d_net.forward()
+        self._d.forward()
         for blob in self.d_outputs.values():
             blob.diff.zero_()
         loss = loss_of(self.d_outputs)
-        self.d_net.backward()
+        self._d.backward()
         return loss
 
     def discriminator_step(self):
@@ -257,7 +268,7 @@ class AdversarialTrainer:
         with frozen_params(self.d_net):
             loss = self._d_pass(fake, self.loss.generator)
         self.gen.store_diff(self.d_in.diff)
-        self.g_net.backward()
+        self._g.backward()
         self.g_solver.apply_update()
         self.history["g"].append(loss.detach())
         return loss
