@@ -42,3 +42,21 @@ def test_reachable_as_a_caffe_tool(tmp_path):
     assert "convert_cifar_data" in cli.TOOLS
     assert cli.main(["convert_cifar_data", str(tmp_path / "in"), str(tmp_path / "out"), "lmdb"]) == 0
     assert len(records(tmp_path / "out" / "cifar10_train_lmdb", "lmdb")) == 10
+
+
+def test_a_generated_resnet_reads_the_converted_database(tmp_path):
+    from brewnet.models import resnet
+    from tests.models.helpers import build
+
+    arrays = write_folder(tmp_path / "in")
+    assert convert_cifar_data.main([str(tmp_path / "in"), str(tmp_path / "out"), "lmdb"]) == 0
+    param = resnet.cifar_resnet(8, width=2, source=tmp_path / "out" / "cifar10_test_lmdb", batch_size=4,
+                                transform_param=dict(scale=1 / 256))
+    net = build(param)
+    try:
+        net.forward()
+        assert net.blobs["data"].shape == (4, 3, 32, 32)
+        np.testing.assert_allclose(net.blobs["data"].data.numpy() * 256, arrays[5][0], rtol=1e-6)
+        assert net.blobs["label"].data.tolist() == arrays[5][1].tolist()
+    finally:
+        net.close()
