@@ -64,6 +64,20 @@ def two_heads_oracle(x, p):
     return F.linear(F.relu(x @ p["fc1"][0] + p["fc1"][1]), p["score"][0], p["score"][1])
 
 
+# Deconvolution (stride 2) and Reshape, the remaining rules.
+DECONV = "\n".join([
+    'name: "deconv"', data((3, 2, 3, 3)),
+    layer("up", "Deconvolution", "data", "up", 'convolution_param { num_output: 2 kernel_size: 4 stride: 2 pad: 1 '
+          'weight_filler { type: "gaussian" std: 0.4 } bias_filler { type: "gaussian" std: 0.3 } }'),
+    layer("tanh", "TanH", "up", "up"),
+    layer("rows", "Reshape", "up", "rows", "reshape_param { shape { dim: 0 dim: -1 } }"), ip("score", "rows", 1)])
+
+
+def deconv_oracle(x, p):
+    y = torch.tanh(F.conv_transpose2d(x, p["up"][0], p["up"][1], stride=2, padding=1))
+    return F.linear(y.reshape(y.shape[0], -1), p["score"][0], p["score"][1])
+
+
 def make_net(text, dtype):
     torch.manual_seed(3)
     return Net(parse_text(text, caffe_pb2.NetParameter()), phase=caffe_pb2.TRAIN, dtype=dtype)
@@ -99,8 +113,9 @@ def brewnet_penalty(net, x, weight, target):
 
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-7), (torch.float32, 1e-3)])
 @pytest.mark.parametrize("text,oracle,shape", [(CONV_CRITIC, conv_critic_oracle, (4, 2, 14, 14)),
-                                               (TWO_HEADS, two_heads_oracle, (5, 3))],
-                         ids=["conv_critic", "two_heads"])
+                                               (TWO_HEADS, two_heads_oracle, (5, 3)),
+                                               (DECONV, deconv_oracle, (3, 2, 3, 3))],
+                         ids=["conv_critic", "two_heads", "deconv_reshape"])
 def test_penalty_gradient_equals_autograd_double_backprop(text, oracle, shape, dtype, rtol):
     net = make_net(text, dtype)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
