@@ -382,3 +382,15 @@ def test_report_of_a_brewnet_log_and_bad_inputs(tmp_path, monkeypatch, capsys):
     assert f"report: log file not found: {tmp_path / 'missing.log'}" in capsys.readouterr().err
     assert report.main([solver, "-o", str(tmp_path / "x.html")]) == 1
     assert "holds no training iteration" in capsys.readouterr().err
+
+
+def test_long_curves_are_thinned_and_new_year_is_crossed(tmp_path):
+    curves = RunCurves(max_iter=20000)
+    for i in range(10001):
+        curves.feed(f"Iteration {i}, loss = {i}", when=float(i))
+    its, values = curves.snapshot()["series"]["loss"]["loss"]
+    assert len(its) == 3335 and its[:3] == [0, 3, 6]     # every third of 10001, and the last and its[-2:] == [9999, 10000] and values == its
+    path = tmp_path / "new_year.log"
+    path.write_text("I1231 23:59:50.000000  7 solver.cpp:239] Iteration 0 (0 iter/s, 0s/1 iters), loss = 1\n"
+                    "I0101 00:00:10.000000  7 solver.cpp:239] Iteration 10 (0.5 iter/s, 20s/10 iters), loss = 0.5\n")
+    assert read_log(path, year=2025).snapshot()["elapsed"] == 20.0

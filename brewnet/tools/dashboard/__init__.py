@@ -12,6 +12,7 @@ What it reads: the solver's own log messages (a logging handler parses them as `
 file, curves.py) and, at display iterations, the parameter blobs (a solver callback, after the gradients are
 ready and before the update, where debug_info's backward lines are logged).  It changes nothing: training runs
 the same numbers with or without it, and any failure of the dashboard is logged once and leaves training alone.
+Since it reads INFO messages, GLOG_minloglevel=1 and above leave only the layer statistics on the page.
 """
 import logging
 import threading

@@ -29,6 +29,8 @@ import time
 from ..eta import format_eta
 
 GROUPS = ("loss", "train", "test", "lr", "speed", "weights", "grads")
+# Points per curve sent to the page: more than a chart is wide in pixels.
+MAX_POINTS = 4000
 
 _NUMBER = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|nan|inf|-nan))"
 RE_DISPLAY = re.compile(r"Iteration (\d+)(?: \(" + _NUMBER + r" iter/s, [^)]*\))?, loss = " + _NUMBER)
@@ -211,7 +213,7 @@ class RunCurves:
                 "eta": None if progress is None else self.eta_seconds(now),
                 # eta.format_eta: one wording for every ETA brewnet prints
                 "eta_text": "" if progress is None else format_eta(*progress),
-                "series": {group: {name: [list(its), list(vals)] for name, (its, vals) in named.items()}
+                "series": {group: {name: _thinned(its, vals) for name, (its, vals) in named.items()}
                            for group, named in self.series.items()},
             }
 
@@ -222,18 +224,31 @@ class RunCurves:
             return self.version
 
 
+def _thinned(iterations, values, most=MAX_POINTS):
+    """[iterations, values] with at most about `most` points, evenly spaced, the last one kept: a long run
+    displayed every iteration stays quick to send and to draw."""
+    step = -(-len(iterations) // most)
+    if step <= 1:
+        return [list(iterations), list(values)]
+    keep = list(range(0, len(iterations) - 1, step)) + [len(iterations) - 1]
+    return [[iterations[i] for i in keep], [values[i] for i in keep]]
+
+
 # --- logs on disk --------------------------------------------------------------------------------------------
 def read_log(path, year=None):
     """RunCurves of a glog-format training log (brewnet's or Caffe's).  Lines without a glog head continue
     the message before them (the solver's parameter dump)."""
     curves = RunCurves()
     year = year or datetime.date.today().year
-    when = None
+    when = month = None
     with open(path, "r", encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.rstrip("\n")
             match = GLOG_LINE.match(line)
             if match:
+                if month is not None and int(match.group(2)[-4:-2]) < month:
+                    year += 1           # glog's classic head has no year: a run across New Year
+                month = int(match.group(2)[-4:-2])
                 when = _glog_time(match, year) or when
                 message = match.group(7)
             else:
