@@ -48,7 +48,9 @@ class DoubleBackwardError(NetError):
 # ---------------------------------------------------------------- the rules, one per layer type
 
 class Rule:
-    """A layer without parameters whose backward is a fixed linear map (the defaults: nothing to add)."""
+    """The defaults suit a layer without parameters that is (piecewise) linear in x: a subclass gives
+    `backward` (J^T dy) and `forward_linear` (J dxbar); the adjoint of its backward is then J dxbar alone,
+    with no share for x or parameters.  Other layers override `adjoint` and `param_grads`."""
 
     def check(self, layer, bottoms, tops):
         """Raise when this layer's configuration is outside what the rule computes."""
