@@ -299,16 +299,22 @@ def linear_path(ctx):
                   xlabel="alpha", ylabel="accuracy", title="8.6 accuracy along (1-a) theta0 + a theta1")
     inside = (grid >= 0) & (grid <= 1)
     test_loss = np.array(curves["test loss"])
+    turns = int(np.sum(np.diff(np.sign(np.diff(test_loss[inside]))) != 0))
     monotone = bool(np.all(np.diff(test_loss[inside]) < 0))
     best = float(grid[int(np.argmin(test_loss))])
+    best_train = float(grid[int(np.argmin(curves["train loss"]))])
     at = {a: {k: v[int(np.argmin(np.abs(grid - a)))] for k, v in curves.items()} for a in (-0.5, 0.0, 1.0, 1.5)}
     ctx.say(f"  {at}")
     ours = (f"LeNet after {iterations} iterations of {batch}, {len(grid)} values of alpha: test loss " +
             ", ".join(f"a={a}: {v['test loss']:.3g}" for a, v in at.items()) + "; test accuracy " +
             ", ".join(f"a={a}: {v['test accuracy']:.4f}" for a, v in at.items()) +
-            f"; the test loss {'falls monotonically' if monotone else 'does not fall monotonically'} from a = 0 "
-            f"to 1, lowest at a = {best:g} (train and test curves side by side: path_loss.png, path_accuracy.png)")
-    return Result(ours=ours, numbers={"alpha": grid, "curves": curves, "monotone": monotone, "best": best},
+            f"; from a = 0 the test loss falls {'without a bump' if turns <= 1 else 'with bumps'} ({turns} "
+            f"turn{'s' if turns != 1 else ''} on [0, 1]{', monotone' if monotone else ''}), lowest at a = {best:g}; "
+            f"the train loss lowest at a = {best_train:g}"
+            + (": going on past theta1 fits the training digits better and the test digits worse"
+               if best_train > 1 and best < best_train else "") + " (path_loss.png, path_accuracy.png)")
+    return Result(ours=ours, numbers={"alpha": grid, "curves": curves, "monotone": monotone, "best": best,
+                                      "turns": turns, "best_train": best_train},
                   data=_where(ctx) + f"; {n} train and {n} test images along the path")
 
 
