@@ -180,8 +180,8 @@ def lr_placement(ctx, quick):
 
 
 @experiment("8.2", "momentum and Nesterov against gradient descent (bend and climb races)",
-            book="figs 8-10...8-13: from [5, 5] gd (lr 0.0008) crawls along the bend, momentum (3e-4) and "
-                 "Nesterov get further in 50 iterations; momentum overshoots, Nesterov less")
+            book="figs 8-10...8-13: contour plots with the paths; the bend race from [5, 5], 50 iterations, gd "
+                 "lr 0.0008, momentum lr 3e-4; the climb race from the saddle [-0.23, 0]")
 def momentum_race(ctx):
     names, numbers, parts = ("gd", "momentum", "nesterov"), {}, []
     for name in RACES:
@@ -201,8 +201,8 @@ def momentum_race(ctx):
 
 
 @experiment("8.3", "AdaGrad, RMSProp, AdaDelta, Adam: the six rules on bend and climb",
-            book="figs 8-14...8-17: the adaptive rules leave the saddle [-0.23, 0] at once, gd and momentum "
-                 "linger; on the bend each rule's own path")
+            book="figs 8-14...8-17: AdaGrad, RMSProp, AdaDelta and Adam on the same bend and climb races, each "
+                 "rule's path on the contours")
 def adaptive_race(ctx):
     numbers, parts = {}, []
     for name in RACES:
