@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu/whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .gpu/whl lmdb plyvel
+    -d .gpu/whl lmdb plyvel pillow
 du -sh .gpu

@@ -24,12 +24,15 @@ from examples.book.nets import quiet
 from examples.book.registry import Result, experiment
 
 FULL = dict(train=600, tune=40, val=150, fcn_iters=3000, crfrnn_iters=300)
+GPU = dict(train=1200, tune=60, val=300, fcn_iters=20000, crfrnn_iters=2000)     # with --gpu N
 QUICK = dict(train=10, tune=3, val=4, fcn_iters=30, crfrnn_iters=3)
 CRF_ITERATIONS = 5
 # The grid the dense CRF's parameters are chosen from: bilateral weight, its position and colour widths (colour
 # in 0-255 units), the spatial weight and width.  Krähenbühl's VOC values (w 10, 80 / 13, w 3, 3) are at a
 # scale of 500-pixel images; the digits are 64-128 pixels.
 GRID = dict(w_bilateral=(3, 5, 10), theta_alpha=(5, 10, 20), theta_beta=(10, 30), w_spatial=(3,), theta_gamma=(1, 3))
+GPU_GRID = dict(w_bilateral=(5, 10, 20), theta_alpha=(10, 20, 40), theta_beta=(5, 10, 20), w_spatial=(3,),
+                theta_gamma=(1, 3))
 QUICK_GRID = dict(w_bilateral=(5,), theta_alpha=(10,), theta_beta=(20, 40), w_spatial=(3,), theta_gamma=(3,))
 
 
@@ -53,20 +56,21 @@ def score_split(predict, pairs):
     return measures(hist)
 
 
-def crf_labels(fcn_scores, image, params):
+def crf_labels(fcn_scores, image, params, device="cpu"):
     """Dense CRF post-processing of one image: the FCN's scores as the unary (crfasrnn's convention)."""
-    q = dense_crf(torch.from_numpy(fcn_scores), torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32)),
+    q = dense_crf(torch.from_numpy(fcn_scores).to(device),
+                  torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32)).to(device),
                   params["theta_alpha"], params["theta_beta"], params["theta_gamma"], params["w_bilateral"],
                   params["w_spatial"], CRF_ITERATIONS, unary_kind="scores")
-    return q.argmax(0).numpy()
+    return q.argmax(0).cpu().numpy()
 
 
-def choose_crf(scores_and_pairs, grid, say):
+def choose_crf(scores_and_pairs, grid, say, device="cpu"):
     """The grid point with the highest mean IU on the tuning images (their FCN scores computed once)."""
     best, best_iu = None, -1.0
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
-        hist = sum(confusion(label, crf_labels(s, image, params)) for s, (image, label) in scores_and_pairs)
+        hist = sum(confusion(label, crf_labels(s, image, params, device)) for s, (image, label) in scores_and_pairs)
         iu = measures(hist)["mean_iu"]
         if iu > best_iu:
             best, best_iu = params, iu
@@ -75,7 +79,8 @@ def choose_crf(scores_and_pairs, grid, say):
 
 
 def voc_folder(ctx, sizes):
-    folder = os.path.join(ctx.out_root, "9", "quick" if ctx.quick else "", "voc_digits")
+    kind = "quick" if ctx.quick else f"{sizes['train']}+{sizes['tune']}+{sizes['val']}"
+    folder = os.path.join(ctx.out_root, "9", kind, "voc_digits")
     listing = os.path.join(folder, "ImageSets", "Segmentation", "val.txt")
     if not os.path.exists(listing):
         voc_digits.make_voc_digits(folder, train=sizes["train"] + sizes["tune"], val=sizes["val"], seed=0,
@@ -92,8 +97,14 @@ def voc_folder(ctx, sizes):
 def segmentation(ctx):
     import caffe
 
-    caffe.set_mode_cpu()
-    sizes, grid = (QUICK, QUICK_GRID) if ctx.quick else (FULL, GRID)
+    if ctx.gpu is None:
+        caffe.set_mode_cpu()
+        device = "cpu"
+    else:
+        caffe.set_device(ctx.gpu)
+        caffe.set_mode_gpu()
+        device = f"cuda:{ctx.gpu}"
+    sizes, grid = ((QUICK, QUICK_GRID) if ctx.quick else (FULL, GRID) if ctx.gpu is None else (GPU, GPU_GRID))
     folder, train, tune, val = voc_folder(ctx, sizes)
     work = tempfile.mkdtemp(prefix="brewnet_ch9_")
     torch.manual_seed(0)
@@ -113,9 +124,10 @@ def segmentation(ctx):
 
     fcn = score_split(lambda image: fcn_scores[id(image)].argmax(0), val)
     ctx.say(f"   FCN on val: pixel accuracy {fcn['pixel_accuracy']:.4f}, mean IU {fcn['mean_iu']:.4f}")
-    params, tune_iu = choose_crf([(fcn_scores[id(image)], (image, label)) for image, label in tune], grid, ctx.say)
+    params, tune_iu = choose_crf([(fcn_scores[id(image)], (image, label)) for image, label in tune], grid, ctx.say,
+                                  device)
     tune_fcn = score_split(lambda image: fcn_scores[id(image)].argmax(0), tune)["mean_iu"]
-    crf = score_split(lambda image: crf_labels(fcn_scores[id(image)], image, params), val)
+    crf = score_split(lambda image: crf_labels(fcn_scores[id(image)], image, params, device), val)
     ctx.say(f"   FCN + dense CRF on val: pixel accuracy {crf['pixel_accuracy']:.4f}, mean IU {crf['mean_iu']:.4f}")
 
     crf_message = dict(num_iterations=CRF_ITERATIONS, theta_alpha=params["theta_alpha"],
@@ -141,7 +153,7 @@ def segmentation(ctx):
     ctx.say(f"   CRF-as-RNN on val: pixel accuracy {rnn['pixel_accuracy']:.4f}, mean IU {rnn['mean_iu']:.4f}")
     learned = [b.data[0, 0].diagonal().mean() for b in rnn_net.params["crf"]]
 
-    _figures(ctx, val[:4], fcn_scores, rnn_scores, params, fcn_losses, rnn_losses)
+    _figures(ctx, val[:4], fcn_scores, rnn_scores, params, fcn_losses, rnn_losses, device)
     numbers = {"fcn": fcn, "crf": crf, "crfrnn": rnn, "crf_params": params, "tune_fcn_iu": tune_fcn,
                "tune_crf_iu": tune_iu, "fcn_loss_first": float(np.mean(fcn_losses[:20])),
                "fcn_loss_last": float(np.mean(fcn_losses[-100:])), "learned_diagonals": [float(v) for v in learned]}
@@ -159,23 +171,44 @@ def segmentation(ctx):
     return Result(ours=ours, numbers=numbers, data=data)
 
 
-def _figures(ctx, shown, fcn_scores, rnn_scores, params, fcn_losses, rnn_losses):
+def _figures(ctx, shown, fcn_scores, rnn_scores, params, fcn_losses, rnn_losses, device):
+    """Keep what the figures show in panels.npz beside them, then draw them (a machine without matplotlib, as
+    the lent GPU machines are, leaves the drawing to `python -m examples.book.ch9 --draw DIR`)."""
+    folder = os.path.join(ctx.out_root, ctx.ref or "9")
+    os.makedirs(folder, exist_ok=True)
     palette = np.array(voc_digits.voc_palette(), dtype=np.uint8).reshape(-1, 3)
-    rows, titles = [], []
+    panels = []
     for image, label in shown:
         s = fcn_scores[id(image)]
-        for name, picture in (("image", image), ("truth", palette[label]), ("FCN", palette[s.argmax(0)]),
-                              ("+CRF", palette[crf_labels(s, image, params)]),
-                              ("CRF-as-RNN", palette[rnn_scores[id(image)].argmax(0)])):
-            rows.append(_pad(picture))
-            titles.append(name)
-    viz.image_grid(ctx.figure("segmentations.png"), np.stack(rows).astype(np.float64) / 255.0, ncols=5,
-                   titles=titles, normalize=False)
-    viz.line_plot(ctx.figure("loss.png"), {"FCN": _smooth(fcn_losses), "CRF-as-RNN fine-tuning": _smooth(rnn_losses)},
+        maps = [label, s.argmax(0), crf_labels(s, image, params, device), rnn_scores[id(image)].argmax(0)]
+        panels += [_pad(image)] + [_pad(palette[m]) for m in maps]
+    np.savez(os.path.join(folder, "panels.npz"), panels=np.stack(panels),
+             fcn_losses=np.asarray(fcn_losses), rnn_losses=np.asarray(rnn_losses))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        ctx.say(f"   no matplotlib here: figures left to python -m examples.book.ch9 --draw {folder}")
+        return
+    ctx.figures.extend(draw(folder))
+
+
+def draw(folder):
+    """segmentations.png (image / truth / FCN / +CRF / CRF-as-RNN per row, VOC's colours) and loss.png from
+    the panels.npz a run left in `folder`; returns the two paths."""
+    saved = np.load(os.path.join(folder, "panels.npz"))
+    pictures = saved["panels"]
+    titles = ["image", "truth", "FCN", "+CRF", "CRF-as-RNN"] * (len(pictures) // 5)
+    paths = [os.path.join(folder, "segmentations.png"), os.path.join(folder, "loss.png")]
+    viz.image_grid(paths[0], pictures.astype(np.float64) / 255.0, ncols=5, titles=titles,
+                   normalize=False)
+    viz.line_plot(paths[1], {"FCN": _smooth(saved["fcn_losses"]),
+                             "CRF-as-RNN fine-tuning": _smooth(saved["rnn_losses"])},
                   xlabel="iteration", ylabel="loss (smoothed over 50)")
+    return paths
 
 
 def _pad(picture, size=128):
+    """An H x W x 3 picture in the top-left corner of a size x size canvas."""
     out = np.zeros((size, size, 3), dtype=np.uint8)
     out[:picture.shape[0], :picture.shape[1]] = picture
     return out
@@ -184,3 +217,12 @@ def _pad(picture, size=128):
 def _smooth(values, window=50):
     values = np.asarray(values, dtype=np.float64)
     return np.convolve(values, np.ones(window) / window, mode="valid") if len(values) > window else values
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="draw chapter 9's figures from a run's panels.npz")
+    parser.add_argument("--draw", metavar="DIR", required=True, help="the folder a run left panels.npz in")
+    for path in draw(parser.parse_args().draw):
+        print(path)
