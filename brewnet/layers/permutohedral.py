@@ -198,7 +198,7 @@ class PermutohedralLattice:
                     plan["slice"] = (vertices, weights * inverse[:, None])
                 else:
                     points, weights, starts = plan["splat"]
-                    plan["splat"] = (points, weights * inverse[points], starts)
+                    plan["splat"] = (points, weights * inverse.index_select(0, points), starts)
                 self._plans[key] = plan
         return self._plans[key]
 
@@ -210,19 +210,23 @@ class PermutohedralLattice:
         m, d1 = self.num_vertices, self.offsets.shape[1]
         weights = self.weights.to(dtype)
         flat = self.offsets.reshape(-1)
+        # int32 indices where they fit: half the index memory and traffic (embedding_bag takes either).
+        itype = torch.int32 if flat.numel() < 2 ** 31 else torch.int64
         order = self._splat_order if self._splat_order is not None else torch.argsort(flat, stable=True)
         # Bag m of the splat is empty: the grid gets a zero row m, where the blur's missing neighbours point.
-        starts = flat.new_zeros(m + 2)
-        torch.cumsum(torch.bincount(flat, minlength=m), 0, out=starts[1:m + 1])
+        starts = flat.new_zeros(m + 2, dtype=itype)
+        torch.cumsum(torch.bincount(flat, minlength=m), 0, dtype=itype, out=starts[1:m + 1])
         starts[m + 1] = starts[m]
-        splat = (torch.div(order, d1, rounding_mode="floor"), weights.reshape(-1)[order], starts)
+        points = torch.div(order, d1, rounding_mode="floor").to(itype)
+        splat = (points, weights.reshape(-1).index_select(0, order), starts)
         # Blur bags (back, self, forward) per vertex, plus (m, m, m) for the zero row, which stays zero.
-        index = flat.new_full((d1, m + 1, 3), m)
+        index = flat.new_full((d1, m + 1, 3), m, dtype=itype)
         index[:, :m, 0] = self.neighbours[:, 0]
         index[:, :m, 1] = torch.arange(m, device=flat.device)
         index[:, :m, 2] = self.neighbours[:, 1]
         taps = torch.tensor([0.25, 0.5, 0.25], dtype=dtype, device=flat.device).repeat(m + 1, 1)
-        return {"splat": splat, "blurs": [(i, taps) for i in index], "slice": (self.offsets, weights.contiguous())}
+        return {"splat": splat, "blurs": [(i, taps) for i in index],
+                "slice": (self.offsets.to(itype), weights.contiguous())}
 
 
 def build(features):
