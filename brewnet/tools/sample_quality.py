@@ -100,9 +100,7 @@ def train_lenet(path, iterations=TRAIN_ITERATIONS, batch=64, data=None):
             solver.step(1)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     net.save(path)
-    clf = DigitClassifier(path)
-    predicted = clf.probabilities(digits.test_images[:, None] / 256.0).argmax(axis=1)
-    return float((predicted == digits.test_labels).mean())
+    return DigitClassifier(path).accuracy(data)
 
 
 class DigitClassifier:
@@ -130,6 +128,13 @@ class DigitClassifier:
         self.batch = batch
         with _quiet():
             self.net = Net(param, phase=caffe_pb2.TEST, weights=weights)
+
+    def accuracy(self, data=None):
+        """The share of the test digits of the bundled set (or IDX folder `data`) classified right."""
+        from ..data.idx_sets import load_idx_set
+        digits = load_idx_set(data)
+        predicted = self.probabilities(digits.test_images[:, None] / 256.0).argmax(axis=1)
+        return float((predicted == digits.test_labels).mean())
 
     def probabilities(self, images):
         x = torch.as_tensor(np.asarray(images, dtype=np.float32) if not torch.is_tensor(images) else images)
