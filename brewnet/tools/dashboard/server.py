@@ -34,7 +34,8 @@ CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline
 
 def static_file(name):
     """The bytes of a file of the page (a KeyError for a name outside STATIC)."""
-    STATIC[name]
+    if name not in STATIC:
+        raise KeyError(name)
     return resources.files(__package__).joinpath("static", *name.split("/")).read_bytes()
 
 
