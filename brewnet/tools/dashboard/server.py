@@ -11,6 +11,7 @@ listens on a loopback address.
 """
 import ipaddress
 import json
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +56,8 @@ class DashboardServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, curves, host, port):
+        if ":" in host:
+            self.address_family = socket.AF_INET6      # ::1, ::
         super().__init__((host, port), DashboardHandler)
         self.curves = curves
         self.closing = threading.Event()
