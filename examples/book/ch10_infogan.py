@@ -217,4 +217,8 @@ def describe(n, settings):
 NOTES = ("Sized for the CPU: the nets of 10.4 (examples/book/ch10_gan_nets.py) with Q's fc 10 + fc 2 on D's "
          "hidden layer, z = 32 noise + 10 + 2 codes, Adam (0.5, 0.999), lr 1e-3 for G and 2e-4 for D and Q "
          "(the InfoGAN paper's), lambda 1, one D step per G step; figures drawn by G in TEST phase (BatchNorm's "
-         "running statistics)")
+         "running statistics). Findings: c1 picks the digit for every noise vector (the columns of 10-14), and G "
+         "has come to ignore its noise (the rows of 10-14 are nearly the same digit: the variety comes from the "
+         "codes); one code draws no clear digit (6 gets 1 % of the samples). c2 thins the strokes (10-15, "
+         "r = -0.22 with thickness), c3 widens and slants them (r = +0.52 with slant, +0.45 with thickness): the "
+         "book's thickness and slant, mixed")

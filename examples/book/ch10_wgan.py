@@ -148,4 +148,7 @@ NOTES = ("Sized for the CPU: G fc 32x7x7 + two 4x4 stride-2 deconvolutions (Batc
          "600 G iterations are 3 000 critic steps, far fewer than the papers' 100 000+. The score is "
          "exp(E KL(p(y|x) || p(y))) of the demo's LeNet (10 at most). "
          "WGAN-GP's penalty gradient is exact (tests/layers/test_double_backward.py: equal to torch autograd's "
-         "double backprop)")
+         "double backprop). Findings: in 3 000 critic steps the clipped critic stays weak (estimate 0.09) and "
+         "WGAN's samples are blobs (62 % read as 8); WGAN-GP's critic is far stronger (estimate 16.8, its "
+         "gradient norms pulled from 0.001 to about 1.5) and its samples show strokes (score 3.30, a wide spread "
+         "of digits); both are early in training, where the DCGAN of 10.2 (one D step per G step) is further")
