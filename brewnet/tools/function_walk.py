@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..core import common
-from ..errors import BrewnetError
+from ..errors import BrewnetError, SolverError
 from ..layers.python_layer import PythonLayerBase
 from ..log import get_logger
 from ..proto import caffe_pb2
@@ -83,6 +83,7 @@ class Walk:
     points: np.ndarray      # (iterations + 1, dim): the start, then x after each update
     losses: np.ndarray      # (iterations,): the loss at the point each update started from
     grads: np.ndarray       # (iterations, dim): the gradient there (before the solver's regularization)
+    stopped: str = None     # why the walk ended early: the solver refused a non-finite loss (a divergence)
 
 
 def walk_function(solver_text, net_text, start, iterations, dtype=None, rate=None):
@@ -125,11 +126,17 @@ def walk_function(solver_text, net_text, start, iterations, dtype=None, rate=Non
     points = [np.array(x.data, dtype=np.float64).ravel()]
     # The solver's smoothed loss is kept in float32 even for a float64 net (base.py), so a diverging float64
     # walk (the book's step 100) overflows it long before its own numbers do: that cast's warning is noise here.
+    stopped = None
     with np.errstate(over="ignore"):
         for _ in range(int(iterations)):
-            solver.step(1)
+            try:
+                solver.step(1)
+            except SolverError as error:        # a NaN or infinite loss: brewnet stops where Caffe goes on
+                stopped = str(error)
+                break
             points.append(np.array(x.data, dtype=np.float64).ravel())
-    return Walk(np.array(points), np.array(losses), np.array(grads))
+    return Walk(np.array(points), np.array(losses[:len(points) - 1]), np.array(grads[:len(points) - 1]),
+                stopped)
 
 
 def _weighted_loss_tops(net):

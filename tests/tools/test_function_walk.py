@@ -50,3 +50,10 @@ def test_a_missing_function_is_named():
     net = parameter_net(2, python_loss("tests.tools.test_function_walk:nowhere"))
     with pytest.raises(FunctionWalkError, match="module 'tests.tools.test_function_walk' has no function 'nowhere'"):
         walk_function('type: "SGD" base_lr: 0.1', net, [0, 0], 1)
+
+
+def test_a_diverging_float32_walk_stops_where_the_loss_overflows():
+    walk = walk_function('type: "SGD" base_lr: 100', parameter_net(1, SQUARE), [5], 20)
+    assert "the loss is inf: layer 'f' (type EuclideanLoss)" in walk.stopped
+    assert walk.points.shape == (10, 1) and walk.grads.shape == (9, 1)      # (4 * 199^9)^2 > 3.4e38
+    assert walk.grads[-1, 0] == np.float32(8 * 199.0 ** 8)
