@@ -172,7 +172,8 @@ def test_errors_name_what_does_not_fit():
     no_force = d_net().replace("force_backward: true", "")
     with pytest.raises(AdversarialError, match="force_backward: true"):
         AdversarialTrainer(solver(g_net()), solver(no_force), real=real_batches())
-    with pytest.raises(AdversarialError, match=r"G's output 'gen' has shape \(8, 1\) but D's input 'data' has \(16, 1\)"):
+    with pytest.raises(AdversarialError,
+                       match=r"G's output 'gen' has shape \(8, 1\) but D's input 'data' has \(16, 1\)"):
         AdversarialTrainer(solver(g_net(8)), solver(d_net()), real=real_batches())
     with pytest.raises(AdversarialError, match="no blob 'noise'"):
         AdversarialTrainer(solver(g_net()), solver(d_net()), real=real_batches(), g_input="noise")

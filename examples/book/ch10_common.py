@@ -10,7 +10,7 @@ from brewnet.tools import sample_quality
 from . import results
 
 QUALITY_SAMPLES = 10000         # the 10 000 generated digits per model
-QUICK_SAMPLES = 100
+QUICK_SAMPLES = 200
 QUICK_CLASSIFIER_ITERATIONS = 50
 
 
