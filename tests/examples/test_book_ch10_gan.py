@@ -9,6 +9,7 @@ import torch
 
 from brewnet.core.blob import Blob
 from examples.book import registry
+from examples.book.ch10_common import QUICK_SAMPLES
 from examples.book.ch10_infogan import CLASSES, CONTINUOUS, NOISE, InfoGANLoss, slant_and_thickness
 
 
@@ -32,7 +33,7 @@ def test_wgan_and_wgan_gp_quick(out_root):
     wgan, gp = result.numbers["WGAN"], result.numbers["WGAN-GP"]
     for n in (wgan, gp):
         assert (n["g_steps"], n["d_steps"]) == (3, 6)           # 2 critic steps per G step
-        assert sum(n["histogram"]) == n["samples"] == 200
+        assert sum(n["histogram"]) == n["samples"] == QUICK_SAMPLES
         assert 1.0 <= n["score"] <= 10.0
         assert all(math.isfinite(n[key]) for key in ("wasserstein_start", "wasserstein_end"))
     # clipping holds every critic weight in [-0.01, 0.01] (the std-0.02 filler puts many outside first)
@@ -46,13 +47,13 @@ def test_wgan_and_wgan_gp_quick(out_root):
                             "wgan-gp_samples_iter3.png", "wgan-gp_losses.png", "wgan-gp_grad_norm.png"])
     assert all(os.path.getsize(p) > 0 for p in result.figures)
     assert sorted(result.quality) == ["WGAN", "WGAN-GP"]
-    assert result.quality["WGAN-GP"].startswith("| WGAN-GP | 10.4 | 200 | ")
+    assert result.quality["WGAN-GP"].startswith(f"| WGAN-GP | 10.4 | {QUICK_SAMPLES} | ")
 
 
 def test_infogan_quick(out_root):
     result = run("10.3", out_root)
     n = result.numbers
-    assert n["iterations"] == 4 and n["samples"] == sum(n["histogram"]) == 200
+    assert n["iterations"] == 4 and n["samples"] == sum(n["histogram"]) == QUICK_SAMPLES
     # an untrained Q guesses the code at chance: cross-entropy ln 10, information 0 nats
     assert abs(n["information_start"]) < 0.05
     assert sorted(n["code_mapping"]) == list(range(10)) and sorted(n["code_mapping"].values()) == list(range(10))
@@ -61,7 +62,7 @@ def test_infogan_quick(out_root):
     assert all(-1 <= r <= 1 for e in n["effects"].values() for r in e.values())
     assert sorted(os.path.basename(p) for p in result.figures) == [
         "categorical_code.png", "continuous_code_c2.png", "continuous_code_c3.png", "losses.png"]
-    assert result.quality["InfoGAN"].startswith("| InfoGAN | 10.3 | 200 | ")
+    assert result.quality["InfoGAN"].startswith(f"| InfoGAN | 10.3 | {QUICK_SAMPLES} | ")
 
 
 def test_infogan_information_term_is_the_gradient_of_its_loss():
