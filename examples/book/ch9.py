@@ -24,7 +24,7 @@ from examples.book.nets import quiet
 from examples.book.registry import Result, experiment
 
 FULL = dict(train=600, tune=40, val=150, fcn_iters=3000, crfrnn_iters=300)
-GPU = dict(train=1200, tune=60, val=300, fcn_iters=20000, crfrnn_iters=2000)     # with --gpu N
+GPU = dict(train=1200, tune=60, val=300, fcn_iters=8000, crfrnn_iters=1000)     # with --gpu N
 QUICK = dict(train=10, tune=3, val=4, fcn_iters=30, crfrnn_iters=3)
 CRF_ITERATIONS = 5
 # The grid the dense CRF's parameters are chosen from: bilateral weight, its position and colour widths (colour
