@@ -421,10 +421,10 @@ def test_master_weights_and_snapshots_stay_fp32(tmp_path, mode):
     ip = next(lp for lp in model.layer if lp.name == "ip")
     assert len(ip.blobs[0].data) == params[0].count() and len(ip.blobs[0].double_data) == 0
     np.testing.assert_array_equal(np.asarray(ip.blobs[0].data, dtype=np.float32),
-                                  params[0].data.numpy().ravel())
+                                  params[0].data.cpu().numpy().ravel())
     state = read_binary(state_file, caffe_pb2.SolverState())
     np.testing.assert_array_equal(np.asarray(state.history[0].data, dtype=np.float32),
-                                  solver.history[0].data.numpy().ravel())
+                                  solver.history[0].data.cpu().numpy().ravel())
 
 
 def test_set_precision_switches_a_running_solver(tmp_path):
@@ -478,7 +478,7 @@ def test_lenet_trains_in_bf16_as_in_fp32(golden, tmp_path):
                 deploy.blobs["data"].reshape(batch.shape)
                 deploy.blobs["data"].data.copy_(batch)
                 solver.precision.forward(deploy)
-                correct += int((deploy.blobs["ip2"].data.argmax(1) == labels[start:start + 64]).sum())
+                correct += int((deploy.blobs["ip2"].data.argmax(1).cpu() == labels[start:start + 64]).sum())
             results[mode] = (correct / 500, first_loss, solver.smoothed_loss)
         finally:
             solver.close()

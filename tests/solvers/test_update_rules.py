@@ -133,7 +133,7 @@ def test_iter_size_accumulates_then_normalizes(float64):
     """iter_size 3 over the same batch: the diffs add up to 3 g, Normalize brings them back to g."""
     seen = []
     solver = linear_solver(BASE_TEXT + "base_lr: 0.1 iter_size: 3")
-    solver.add_callback(None, lambda: seen.append(solver.net.learnable_params[0].diff.clone().numpy()))
+    solver.add_callback(None, lambda: seen.append(solver.net.learnable_params[0].diff.cpu().numpy().copy()))
     w, b = params_of(solver.net)
     gw, _ = linear_grads(w, b)
     solver.step(1)
@@ -169,8 +169,8 @@ def test_shared_parameters_get_the_sum_of_both_gradients(float64):
         w, b = w - hw, b - hb
         solver.step(1)
     layer_a, layer_b = solver.net.layer_by_name("a"), solver.net.layer_by_name("b")
-    np.testing.assert_allclose(layer_a.blobs[0].data.numpy(), w, rtol=1e-6, atol=1e-8)
-    np.testing.assert_array_equal(layer_b.blobs[0].data.numpy(), layer_a.blobs[0].data.numpy())
+    np.testing.assert_allclose(layer_a.blobs[0].data.cpu().numpy(), w, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(layer_b.blobs[0].data.cpu().numpy(), layer_a.blobs[0].data.cpu().numpy())
 
 
 def test_callbacks_run_in_caffe_order(float64):
@@ -245,7 +245,7 @@ def trained(kind, extra, params, way, steps=4):
     for name, value in WAYS[way].items():
         setattr(solver, name, value)
     solver.step(steps)
-    return params_of(solver.net) + [h.data.clone().numpy() for h in solver.history]
+    return params_of(solver.net) + [h.data.cpu().numpy().copy() for h in solver.history]
 
 
 @pytest.mark.parametrize("kind, extra, params", WAY_CASES, ids=[case_id(c) for c in WAY_CASES])
@@ -345,7 +345,7 @@ def trained_by_the_loop(kind, extra, params, steps=4):
             histories = [solver.history[k * n + i].data for k in range(solver.history_per_param)]
             PER_PARAMETER_RULES[kind](F, p, g, histories, lr, it)
             w.sub_(g)
-    return params_of(net) + [h.data.clone().numpy() for h in solver.history]
+    return params_of(net) + [h.data.cpu().numpy().copy() for h in solver.history]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
