@@ -122,7 +122,14 @@ def summary(setting, n, depths):
     cells = "; ".join(f"k={k}: " + ", ".join(f"{name} {t[(name, k)]:.4f}" for name in GROUPS) for k in depths)
     return (f"{setting['iterations']} iterations of batch {setting['batch']} per net (base and transfer). "
             f"baseB {n['baseB']:.4f}; {cells}. Frozen layers unchanged by training (max |dw| "
-            f"{n['frozen_moved']:.1g}); tables.md and transfer.png")
+            f"{n['frozen_moved']:.1g}); tables.md and transfer.png. " + TRANSFER_NOTES)
+
+
+TRANSFER_NOTES = (
+    "One B test digit is 0.001: most cells differ by noise. Beyond it: AnB with all 4 layers frozen (A's "
+    "classifier answering for B) is near chance; AnB with conv1-ip1 frozen falls below BnB (ip1's features "
+    "are specific to A, Yosinski's specificity); fine-tuning recovers it. baseB trails the transferred nets "
+    "because their copied layers trained 800 iterations more (Yosinski trains base nets to convergence)")
 
 
 def describe_data(ctx, n_test_b):
