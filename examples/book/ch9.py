@@ -110,16 +110,7 @@ def segmentation(ctx):
     torch.manual_seed(0)
     with quiet():
         solver = caffe.get_solver(ch9_fcn.write_solver(work, ch9_fcn.fcn_spec(), 1e-3, "fcn"))
-    start = time.perf_counter()
-    progress = EtaProgress(sizes["fcn_iters"], "FCN")
-    with quiet():
-        fcn_losses = ch9_fcn.train(solver, train, sizes["fcn_iters"], on_step=lambda i, _: progress.update(i))
-    progress.close()
-    fcn_seconds = time.perf_counter() - start
-    weights = os.path.join(work, "fcn.caffemodel")
-    solver.net.save(weights)
-    with quiet():
-        test_net = caffe.Net(os.path.join(work, "fcn.prototxt"), weights, caffe.TEST)
+    test_net, weights, fcn_losses, fcn_seconds = _trained(solver, train, sizes["fcn_iters"], work, "fcn", "FCN")
     fcn_scores = {id(image): ch9_fcn.scores(test_net, image) for image, _ in tune + val}
 
     fcn = score_split(lambda image: fcn_scores[id(image)].argmax(0), val)
@@ -137,17 +128,8 @@ def segmentation(ctx):
         rnn_solver = caffe.get_solver(ch9_fcn.write_solver(
             work, ch9_fcn.fcn_spec(crf=dict(crf_message, lr_mult=100)), 1e-4, "crfrnn"))
         rnn_solver.net.copy_from(weights)
-    start = time.perf_counter()
-    progress = EtaProgress(sizes["crfrnn_iters"], "CRF-as-RNN")
-    with quiet():
-        rnn_losses = ch9_fcn.train(rnn_solver, train, sizes["crfrnn_iters"], seed=1,
-                                   on_step=lambda i, _: progress.update(i))
-    progress.close()
-    rnn_seconds = time.perf_counter() - start
-    rnn_weights = os.path.join(work, "crfrnn.caffemodel")
-    rnn_solver.net.save(rnn_weights)
-    with quiet():
-        rnn_net = caffe.Net(os.path.join(work, "crfrnn.prototxt"), rnn_weights, caffe.TEST)
+    rnn_net, _, rnn_losses, rnn_seconds = _trained(rnn_solver, train, sizes["crfrnn_iters"], work, "crfrnn",
+                                                   "CRF-as-RNN", seed=1)
     rnn_scores = {id(image): ch9_fcn.scores(rnn_net, image, blob="crf") for image, _ in val}
     rnn = score_split(lambda image: rnn_scores[id(image)].argmax(0), val)
     ctx.say(f"   CRF-as-RNN on val: pixel accuracy {rnn['pixel_accuracy']:.4f}, mean IU {rnn['mean_iu']:.4f}")
@@ -169,6 +151,23 @@ def segmentation(ctx):
     data = (f"VOC-format digits (brewnet.data.voc_digits, seed 0, from the bundled MNIST digits): "
             f"{sizes['train']} train, {sizes['tune']} tune, {sizes['val']} val images of 64-128 px, 11 classes")
     return Result(ours=ours, numbers=numbers, data=data)
+
+
+def _trained(solver, pairs, iterations, folder, name, label, seed=0):
+    """Train `iterations` steps with a progress line; (the TEST net of the saved weights, their path, the
+    losses, the seconds)."""
+    import caffe
+
+    start = time.perf_counter()
+    progress = EtaProgress(iterations, label)
+    with quiet():
+        losses = ch9_fcn.train(solver, pairs, iterations, seed=seed, on_step=lambda i, _: progress.update(i))
+    progress.close()
+    seconds = time.perf_counter() - start
+    weights = os.path.join(folder, f"{name}.caffemodel")
+    solver.net.save(weights)
+    with quiet():
+        return caffe.Net(os.path.join(folder, f"{name}.prototxt"), weights, caffe.TEST), weights, losses, seconds
 
 
 def _figures(ctx, shown, fcn_scores, rnn_scores, params, fcn_losses, rnn_losses, device):
