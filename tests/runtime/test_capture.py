@@ -126,8 +126,10 @@ def test_a_layer_declaring_it_not_recordable_is_refused_with_its_own_reason():
     check_recordable(net, net.layer_index("ip"))       # from a later layer on, nothing refuses
 
 
-NOT_RECORDABLE_TYPES = {"Data", "DummyData", "Filter", "HDF5Data", "HDF5Output", "ImageData", "Input", "MemoryData",
-                        "Python", "WindowData"}
+# Data layers and Python read the host; Filter, DropPath and MultiStageMeanfield decide sizes or paths from
+# values on the host (the rows Filter keeps, the paths that survive, the lattice an image makes).
+NOT_RECORDABLE_TYPES = {"Data", "DummyData", "DropPath", "Filter", "HDF5Data", "HDF5Output", "ImageData", "Input",
+                        "MemoryData", "MultiStageMeanfield", "Python", "WindowData"}
 
 
 def test_the_data_python_and_filter_layers_say_why_they_cannot_be_recorded():
