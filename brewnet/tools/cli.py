@@ -57,6 +57,7 @@ TOOLS = {
     "parse_log": "parse a training log into .train and .test CSV tables",
     "plot_training_log": "plot curves from training logs into a PNG",
     "report": "one self-contained HTML page of the curves of training logs, overlaid",
+    "sample_quality": "score generated digits with a LeNet: class histogram, inception-style score",
     "upgrade_net_proto_binary": "upgrade a V0/V1 binary net (old caffemodel)",
     "upgrade_net_proto_text": "upgrade a V0/V1 net prototxt",
     "upgrade_solver_proto_text": "upgrade a solver prototxt that uses solver_type",
