@@ -94,10 +94,10 @@ def _messages(q, filters, weights):
         filtered = kernel(q)
         if total is None:
             total = _weighted(weight, filtered)
-        elif isinstance(weight, torch.Tensor) and weight.dim() == 2:
-            total.add_(filtered @ weight.t())
-        else:
+        elif isinstance(weight, (int, float)):
             total.add_(filtered, alpha=weight)
+        else:
+            total.add_(_weighted(weight, filtered))
     return total
 
 
