@@ -23,10 +23,10 @@ SOLVER = ('base_lr: {lr} momentum: 0.9 weight_decay: 0.0005 lr_policy: "poly" po
 
 class Settings:
     """The sizes of a run. Full: small widths and a few hundred iterations, so that the six trainings fit in
-    about ten minutes on one CPU thread; quick: the test's toy version."""
+    about ten minutes of one CPU thread; quick: the test's toy version."""
 
     def __init__(self, quick):
-        self.iterations, self.batch = (30, 16) if quick else (300, 64)
+        self.iterations, self.batch = (30, 16) if quick else (1000, 64)
         self.test_count = 48 if quick else 2000
         self.test_batch = 16 if quick else 100
         self.depth = 8 if quick else 20
@@ -188,9 +188,13 @@ def summary(s, table, deletions, columns):
 
 NOTES = (
     "Differences: Veit et al. delete blocks of a 110-layer ResNet trained to convergence, where a block is one of "
-    "54 and barely matters; here ResNet-20 after a few hundred iterations, where each of 9 blocks carries more, so "
+    "54 and barely matters; here ResNet-20 after about one epoch, where each of 9 blocks carries more, so "
     "a deletion costs more, but the residual net keeps most of its accuracy where the plain net of the same layers "
-    "falls to about chance (its chain is cut; Veit et al.'s VGG result). Times are CPU time of one thread "
+    "falls to about chance (its chain is cut; Veit et al.'s VGG result). The exception is the first block, "
+    "res1_1, whose deletion is as bad as in the plain net: right after the narrow conv1, its branch likely "
+    "carries most of the signal. FractalNet after about one epoch with drop-path: the whole beats each column "
+    "alone, the shallowest column best (Larsson et al.'s deep columns match the whole only after long "
+    "training). Times are CPU time of one thread "
     "(the machine is shared). DSN's companions are softmax losses of constant weight 0.3, without BatchNorm in "
     "both DSN nets (the setting of Lee et al.); the other nets use BatchNorm, with running statistics that "
     "forget at 0.95 per iteration (Caffe's 0.999 suits long runs)")
