@@ -16,6 +16,7 @@ glog's environment variables (Caffe's tools read them through glog):
 Caffe's `caffe` sets alsologtostderr itself, so stderr shows every line unless GLOG_alsologtostderr=0 is given;
 and unlike glog, no files are written without GLOG_log_dir (glog would write them into /tmp).
 """
+import contextlib
 import getpass
 import logging
 import os
@@ -171,6 +172,18 @@ def _use_log_files():
         _file_handler = GlogFileHandler(folder, _program())
         logger.addHandler(_file_handler)
     return _file_handler is not None
+
+
+@contextlib.contextmanager
+def quiet():
+    """Within it, brewnet logs warnings and errors only: for programs that assemble and train nets as a step of
+    their own work (the book's experiments, sample_quality) and print their own lines instead."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def get_logger(name):

@@ -20,9 +20,7 @@ and kept under results/sample_quality/, so the measure works in a fresh checkout
 [0, 1) (the demo scales bytes by 1/256); `value_range` says what the samples' black and white are.
 """
 import argparse
-import contextlib
 import dataclasses
-import logging
 import os
 import sys
 
@@ -31,6 +29,7 @@ import torch
 
 from ..core.net import Net
 from ..errors import BrewnetError
+from ..log import quiet
 from ..proto import caffe_pb2
 from ..proto.io import parse_text, read_net_param
 
@@ -48,16 +47,6 @@ class SampleQualityError(BrewnetError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------- the classifier
-@contextlib.contextmanager
-def _quiet():
-    """The classifier's assembly and training log in glog style; a measure keeps them out of its output."""
-    logger = logging.getLogger("brewnet")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _train_param(batch):
@@ -86,7 +75,7 @@ def train_lenet(path, iterations=TRAIN_ITERATIONS, batch=64, data=None):
     solver_param.max_iter = iterations
     solver_param.net_param.CopyFrom(_train_param(batch))
     set_random_seed(1701)
-    with _quiet():
+    with quiet():
         solver = get_solver(solver_param)
     net = solver.net
     x = torch.as_tensor(digits.train_images[:, None].astype(np.float32) / 256.0, device=net.device)
@@ -96,7 +85,7 @@ def train_lenet(path, iterations=TRAIN_ITERATIONS, batch=64, data=None):
         rows = order[(it * batch + torch.arange(batch, device=net.device)) % len(order)]
         net.blob_by_name("data").store_data(x[rows])
         net.blob_by_name("label").store_data(y[rows])
-        with _quiet():
+        with quiet():
             solver.step(1)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     net.save(path)
@@ -126,7 +115,7 @@ class DigitClassifier:
         param = read_net_param(DEPLOY)
         param.layer[0].input_param.shape[0].dim[0] = batch
         self.batch = batch
-        with _quiet():
+        with quiet():
             self.net = Net(param, phase=caffe_pb2.TEST, weights=weights)
 
     def accuracy(self, data=None):

@@ -1,26 +1,12 @@
 """How the experiments build brewnet nets and solvers: from prototxt text, as a Caffe user writes them."""
-import contextlib
-import logging
-
 import numpy as np
 import torch
 
 from brewnet.core.net import Net
+from brewnet.log import quiet
 from brewnet.proto import caffe_pb2
 from brewnet.proto.io import parse_text
 from brewnet.solvers import get_solver
-
-
-@contextlib.contextmanager
-def quiet():
-    """Net assembly and solver steps log in glog style; the experiments print their own lines instead."""
-    logger = logging.getLogger("brewnet")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def net_from_text(text, phase="TRAIN", dtype=None):
