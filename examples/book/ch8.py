@@ -183,13 +183,7 @@ def lr_placement(ctx, quick):
             book="figs 8-10...8-13: contour plots with the paths; the bend race from [5, 5], 50 iterations, gd "
                  "lr 0.0008, momentum lr 3e-4; the climb race from the saddle [-0.23, 0]")
 def momentum_race(ctx):
-    names, numbers, parts = ("gd", "momentum", "nesterov"), {}, []
-    for name in RACES:
-        walks = race(name, names, ctx.quick)
-        draw_race(ctx, name, walks, "momentum")
-        numbers[name] = {s: {"end": w.points[-1], "f": w.losses[-1], "escape": _escape(w)} for s, w in walks.items()}
-        parts.append(f"{name}: " + summary(walks, name))
-        ctx.say(f"  {parts[-1]}")
+    numbers, parts = _run_races(ctx, ("gd", "momentum", "nesterov"), "momentum")
     gap_fixed, gap_step, caffe_end, book_end = lr_placement(ctx, ctx.quick)
     numbers.update(gap_fixed=gap_fixed, gap_step=gap_step, caffe_end=caffe_end, book_end=book_end)
     ctx.say(f"  lr placement: fixed lr, max |Caffe - book| {gap_fixed:.1e}; lr / 10 half-way: {gap_step:.3g}")
@@ -200,17 +194,24 @@ def momentum_race(ctx):
     return Result(ours=ours, numbers=numbers, data=RACE_NOTE)
 
 
+def _run_races(ctx, solvers, tag):
+    """Both races with `solvers`, drawn; (per race and solver: end point, last value, escape step; the row's
+    text per race)."""
+    numbers, parts = {}, []
+    for name in RACES:
+        walks = race(name, solvers, ctx.quick)
+        draw_race(ctx, name, walks, tag)
+        numbers[name] = {s: {"end": w.points[-1], "f": w.losses[-1], "escape": _escape(w)} for s, w in walks.items()}
+        parts.append(f"{name}: " + summary(walks, name))
+        ctx.say(f"  {parts[-1]}")
+    return numbers, parts
+
+
 @experiment("8.3", "AdaGrad, RMSProp, AdaDelta, Adam: the six rules on bend and climb",
             book="figs 8-14...8-17: AdaGrad, RMSProp, AdaDelta and Adam on the same bend and climb races, each "
                  "rule's path on the contours")
 def adaptive_race(ctx):
-    numbers, parts = {}, []
-    for name in RACES:
-        walks = race(name, SOLVERS, ctx.quick)
-        draw_race(ctx, name, walks, "all")
-        numbers[name] = {s: {"end": w.points[-1], "f": w.losses[-1], "escape": _escape(w)} for s, w in walks.items()}
-        parts.append(f"{name}: " + summary(walks, name))
-        ctx.say(f"  {parts[-1]}")
+    numbers, parts = _run_races(ctx, SOLVERS, "all")
     rates = "; ".join(f"{s} {v[1]:g}/{v[2]:g}" for s, v in SOLVERS.items())
     ours = "; ".join(parts) + f" (rates bend/climb: {rates}; the book gives gd's and momentum's only)"
     return Result(ours=ours, numbers=numbers, data=RACE_NOTE)
