@@ -17,6 +17,8 @@ adaptive rules the data term's step is the rule's own, while the threshold stays
 "proximal SGD" heuristic, which still gives exact zeros but is not the proximal step of the rule's
 per-coordinate rates.
 """
+import functools
+
 import torch
 
 from ..errors import SolverError
@@ -40,12 +42,18 @@ def soft_threshold_part(solver, part, rate):
     F, weight_decay, net = solver.F, solver.param.weight_decay, solver.net
     by_threshold = {}
     for position, param_id in enumerate(part.ids):
-        local_rate = F(rate) * F(net.params_lr[param_id])
-        local_decay = F(weight_decay) * F(net.params_weight_decay[param_id])
-        by_threshold.setdefault(float(local_rate * local_decay), []).append(part.weights[position])
+        threshold = _threshold(F, rate, net.params_lr[param_id], weight_decay, net.params_weight_decay[param_id])
+        by_threshold.setdefault(threshold, []).append(part.weights[position])
     for threshold, weights in by_threshold.items():
         if threshold > 0:
             shrink(weights, threshold)
+
+
+@functools.lru_cache(maxsize=256)
+def _threshold(F, rate, lr_mult, weight_decay, decay_mult):
+    """(lr * lr_mult) * (weight_decay * decay_mult) in precision F.  Cached, as update_pipeline's products are:
+    NumPy scalar arithmetic costs as much as a small tensor op, and every step asks for the same few values."""
+    return float((F(rate) * F(lr_mult)) * (F(weight_decay) * F(decay_mult)))
 
 
 def shrink(weights, threshold):
