@@ -141,8 +141,8 @@ class DigitClassifier:
                 self.net.reshape()
             data.store_data(chunk)
             self.net.forward()
-            out.append(prob.data.double().cpu().clone())
-        return torch.cat(out).numpy() if out else np.zeros((0, 10))
+            out.append(prob.data.to(torch.float64, copy=True))     # the blob is overwritten by the next batch
+        return torch.cat(out).cpu().numpy() if out else np.zeros((0, 10))
 
 
 # ------------------------------------------------------------------------------------------------- measures
