@@ -12,6 +12,7 @@ Head: with a label, `SoftmaxWithLoss` (top `loss`) and, when `accuracy` is true,
 `accuracy`); without a label (a deploy net), `Softmax` (top `prob`). The classifier's output is `score`.
 """
 from ..errors import BrewnetError
+from ..proto import caffe_pb2
 from ..pycaffe.net_spec import layers as L, params as P
 
 
@@ -32,6 +33,9 @@ def add_inputs(n, source=None, input_shape=None, batch_size=64, label=True, back
     if batch_size < 1:
         raise ModelSpecError(f"batch_size must be positive, got {batch_size}")
     if source is not None:
+        if backend not in caffe_pb2.DataParameter.DB.keys():
+            raise ModelSpecError(f"backend: Expect: one of {', '.join(caffe_pb2.DataParameter.DB.keys())}, "
+                                 f"Actual: {backend!r}")
         kwargs = dict(source=str(source), backend=getattr(P.Data, backend), batch_size=batch_size, ntop=2)
         if transform_param:
             kwargs["transform_param"] = dict(transform_param)
