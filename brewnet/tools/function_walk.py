@@ -18,7 +18,7 @@ import torch
 from ..core import common
 from ..errors import BrewnetError, SolverError
 from ..layers.python_layer import PythonLayerBase
-from ..log import get_logger
+from ..log import quiet
 from ..proto import caffe_pb2
 from ..proto.io import parse_text
 
@@ -102,14 +102,11 @@ def walk_function(solver_text, net_text, start, iterations, dtype=None, rate=Non
                        caffe_pb2.SolverParameter())
     previous = common.default_dtype()
     common.set_default_dtype(dtype or previous)
-    logger = get_logger("solver").parent
-    level = logger.level
-    logger.setLevel("WARNING")      # the solver logs every construction; a walk runs many
     try:
-        solver = get_solver(param)
+        with quiet():       # the solver logs every construction; a walk runs many
+            solver = get_solver(param)
     finally:
         common.set_default_dtype(previous)
-        logger.setLevel(level)
     if rate is not None:
         exact = solver._solver
         exact.get_learning_rate = lambda: float(exact.F(rate))
