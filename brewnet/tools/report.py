@@ -8,6 +8,7 @@ draws what the live dashboard draws: train loss raw and smoothed, every test out
 per second, and per-layer mean |w| and mean |dw| where the log has debug_info's lines.  The page holds its data,
 the chart library (the vendored uPlot) and its script: it opens offline, from a mail or an archive.
 """
+import html
 import json
 import os
 
@@ -59,13 +60,9 @@ def render(runs, title=""):
     css = static_file("vendor/uPlot.min.css").decode() + static_file("dashboard.css").decode()
     script = static_file("vendor/uPlot.iife.min.js").decode() + "\n" + static_file("dashboard.js").decode()
     return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{_escape(title)}</title>\n<style>{_inline(css)}</style>\n</head>\n<body>\n"
-            f"<script type=\"application/json\" id=\"runs\" data-title=\"{_escape(title)}\">{_inline(data)}</script>\n"
+            f"<title>{html.escape(title)}</title>\n<style>{_inline(css)}</style>\n</head>\n<body>\n"
+            f"<script type=\"application/json\" id=\"runs\" data-title=\"{html.escape(title)}\">{_inline(data)}</script>\n"
             f"<script>{_inline(script)}</script>\n</body>\n</html>\n")
-
-
-def _escape(text):
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def write_report(paths, output, title=""):
