@@ -60,10 +60,10 @@ class DataValueError(DataError, ValueError):
     a mean whose channels do not fit): scripts written for Caffe catch it as ValueError."""
 
 
-
 class DenseCRFError(BrewnetError, ValueError):
     """Inputs that dense CRF inference or the permutohedral lattice cannot take (unary and image shapes that do
     not fit, an image without 3 channels, bad thetas, features or values of the wrong shape); a ValueError too."""
+
 
 def expect(condition, message, layer=None):
     """Raise LayerError(message) naming `layer` unless `condition` holds: Caffe's CHECK, as a user error."""
