@@ -13,7 +13,6 @@ import dataclasses
 import importlib
 
 import numpy as np
-import torch
 
 from ..core import common
 from ..errors import BrewnetError, SolverError
