@@ -51,11 +51,14 @@ class GANLoss:
     def _score(self, outputs):
         return outputs[self.score] if self.score is not None else next(iter(outputs.values()))
 
+    # A loss subclasses GANLoss and defines both (NonSaturatingLoss, MinimaxLoss, WassersteinLoss do).
     def discriminator(self, outputs, real):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define discriminator(outputs, real): the diffs of "
+                                  f"D's outputs for a batch of real (True) or generated (False) images")
 
     def generator(self, outputs):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define generator(outputs): the diffs of D's "
+                                  f"outputs that push G's images towards 'real'")
 
     def after_discriminator_backward(self, trainer, real, fake):
         """Add further gradient terms to D's param diffs (they accumulate) before D's update; `real` and

@@ -82,6 +82,6 @@ def update_rows(new_rows, path=PATH, new_quality=None):
 def quality_row(model, ref, report, note=""):
     """A quality-table row from a brewnet.tools.sample_quality.QualityReport."""
     shares = " ".join(f"{100 * c / max(report.n, 1):.1f}" for c in report.histogram)
-    code = "-" if report.code_accuracy is None else f"{report.code_accuracy:.3f}"
+    code = "none (no categorical code)" if report.code_accuracy is None else f"{report.code_accuracy:.3f}"
     cells = [model, ref, report.n, f"{report.score:.2f}", shares, code, note or "-"]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"

@@ -130,4 +130,4 @@ def test_quality_table_survives_rewrites_of_the_experiments_table(tmp_path):
     assert list(results.read_rows(path)) == ["3.5", "6.4"]
     text = open(path, encoding="utf-8").read()
     assert text.count(results.QUALITY_TITLE) == 1
-    assert "| DCGAN | 10.2 | 10 | 9.50 | 10.0 10.0 10.0 10.0 10.0 10.0 10.0 10.0 10.0 10.0 | - | note |" in text
+    assert "| DCGAN | 10.2 | 10 | 9.50 | 10.0 10.0 10.0 10.0 10.0 10.0 10.0 10.0 10.0 10.0 | none (no categorical code) | note |" in text
